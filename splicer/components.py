@@ -1,0 +1,196 @@
+"""Components: how a component image is cut from an image, on whole batches and on the training device.
+
+A component is described in config by a small dict, e.g.::
+
+    mnist:      {type: region, rows: [0, 16]}                   # top half of an MNIST-CIFAR image
+    cd8:        {type: channels, channels: [CD8a]}               # one marker of a multiplex image
+    rgb:        {type: channels, channels: [B04, B03, B02]}      # a band subset of a hyperspectral image
+    nuclei:     {type: mask, mask: nuclei}                       # pixels inside a segmentation mask
+    background: {type: mask, mask: nuclei, invert: true}         # ... and its complement
+    dna_top:    {type: chain, steps: [{type: channels, channels: [Hoechst]}, {type: region, rows: [0, 8]}]}
+
+Channels and masks may be named (resolved against the dataset's ``channel_names`` / ``mask_names``) or
+given as integer indices. Every component maps ``(x: (N, C, H, W), masks: (N, M, H, W) | None)`` to a batch
+of component images and reports its output shape, which decides the encoder built for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ChainComponent",
+    "ChannelComponent",
+    "Component",
+    "MaskComponent",
+    "RegionComponent",
+    "build_component",
+    "build_components",
+]
+
+Shape = tuple[int, int, int]
+
+
+class Component:
+    """Base class: ``component(x, masks) -> Tensor`` and ``out_shape((C, H, W)) -> (C, H, W)``."""
+
+    def __call__(self, x: Tensor, masks: Tensor | None = None) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def out_shape(self, in_shape: Shape) -> Shape:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ChannelComponent(Component):
+    """A subset of channels (multiplex markers, spectral bands), in the given order."""
+
+    channels: tuple[int, ...]
+
+    def __call__(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
+        if len(self.channels) == x.shape[1] and self.channels == tuple(range(x.shape[1])):
+            return x
+        if len(self.channels) == 1:
+            return x[:, self.channels[0] : self.channels[0] + 1]
+        return x[:, list(self.channels)]
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        return (len(self.channels), in_shape[1], in_shape[2])
+
+
+@dataclass(frozen=True)
+class RegionComponent(Component):
+    """A rectangle ``rows x cols``; ``mode='crop'`` cuts it out, ``mode='zero'`` keeps the size, filling outside."""
+
+    rows: tuple[int, int]
+    cols: tuple[int, int] | None = None
+    mode: str = "crop"
+    fill: float = 0.0
+
+    def _bounds(self, h: int, w: int) -> tuple[int, int, int, int]:
+        r0, r1 = self.rows
+        c0, c1 = self.cols if self.cols is not None else (0, w)
+        if not (0 <= r0 < r1 <= h and 0 <= c0 < c1 <= w):
+            raise ValueError(f"region rows={list(self.rows)} cols={[c0, c1]} lies outside an image of {h}x{w}")
+        return r0, r1, c0, c1
+
+    def __call__(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
+        r0, r1, c0, c1 = self._bounds(x.shape[-2], x.shape[-1])
+        if self.mode == "crop":
+            return x[:, :, r0:r1, c0:c1]
+        out = torch.full_like(x, self.fill)
+        out[:, :, r0:r1, c0:c1] = x[:, :, r0:r1, c0:c1]
+        return out
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        r0, r1, c0, c1 = self._bounds(in_shape[1], in_shape[2])
+        return (in_shape[0], r1 - r0, c1 - c0) if self.mode == "crop" else in_shape
+
+
+@dataclass(frozen=True)
+class MaskComponent(Component):
+    """The pixels inside segmentation mask ``mask`` (or outside it, ``invert``), the rest set to ``fill``."""
+
+    mask: int
+    invert: bool = False
+    fill: float = 0.0
+
+    def __call__(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
+        if masks is None:
+            raise ValueError("a mask component needs the dataset's masks, but the batch carries none")
+        if masks.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"mask size {tuple(masks.shape[-2:])} differs from image size {tuple(x.shape[-2:])}")
+        keep = masks[:, self.mask : self.mask + 1] > 0.5
+        if self.invert:
+            keep = ~keep
+        return torch.where(keep, x, torch.as_tensor(self.fill, dtype=x.dtype, device=x.device))
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        return in_shape
+
+
+@dataclass(frozen=True)
+class ChainComponent(Component):
+    """Components applied one after the other (e.g. a channel subset, then a region)."""
+
+    steps: tuple[Component, ...]
+
+    def __call__(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
+        for step in self.steps:
+            x = step(x, masks)
+        return x
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        for step in self.steps:
+            in_shape = step.out_shape(in_shape)
+        return in_shape
+
+
+def _resolve(items: Sequence[int | str], names: Sequence[str], what: str, where: str) -> tuple[int, ...]:
+    out = []
+    for item in items:
+        if isinstance(item, bool):
+            raise ValueError(f"{where}: {what} {item!r} is neither a name nor an index")
+        if isinstance(item, int):
+            if not 0 <= item < len(names):
+                raise ValueError(f"{where}: {what} index {item} out of range (the dataset has {len(names)})")
+            out.append(item)
+        elif item in names:
+            out.append(list(names).index(item))
+        else:
+            raise ValueError(f"{where}: unknown {what} {item!r}; the dataset has {list(names)}")
+    if not out:
+        raise ValueError(f"{where}: empty {what} list")
+    return tuple(out)
+
+
+_KEYS = {
+    "channels": {"type", "channels"},
+    "region": {"type", "rows", "cols", "mode", "fill"},
+    "mask": {"type", "mask", "invert", "fill"},
+    "chain": {"type", "steps"},
+}
+
+
+def build_component(
+    spec: Mapping, channel_names: Sequence[str], mask_names: Sequence[str] = (), where: str = "component"
+) -> Component:
+    """Build a :class:`Component` from its config dict; errors name ``where`` and the offending key or value."""
+    if not isinstance(spec, Mapping) or "type" not in spec:
+        raise ValueError(f"{where}: a component needs a 'type' (one of {sorted(_KEYS)}), got {spec!r}")
+    kind = spec["type"]
+    if kind not in _KEYS:
+        raise ValueError(f"{where}: unknown component type {kind!r}; choose one of {sorted(_KEYS)}")
+    unknown = set(spec) - _KEYS[kind]
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)} for a {kind!r} component")
+    if kind == "channels":
+        return ChannelComponent(_resolve(spec["channels"], channel_names, "channel", where))
+    if kind == "region":
+        rows = tuple(spec["rows"])
+        cols = tuple(spec["cols"]) if spec.get("cols") is not None else None
+        mode = spec.get("mode", "crop")
+        if mode not in ("crop", "zero") or len(rows) != 2 or (cols is not None and len(cols) != 2):
+            raise ValueError(f"{where}: region needs rows=[start, stop], optional cols, mode crop|zero; got {spec}")
+        return RegionComponent(rows, cols, mode, float(spec.get("fill", 0.0)))  # type: ignore[arg-type]
+    if kind == "mask":
+        (index,) = _resolve([spec["mask"]], mask_names, "mask", where)
+        return MaskComponent(index, bool(spec.get("invert", False)), float(spec.get("fill", 0.0)))
+    steps = spec["steps"]
+    return ChainComponent(
+        tuple(build_component(s, channel_names, mask_names, f"{where}.steps[{i}]") for i, s in enumerate(steps))
+    )
+
+
+def build_components(
+    specs: Mapping[str, Mapping], channel_names: Sequence[str], mask_names: Sequence[str] = ()
+) -> dict[str, Component]:
+    """Build every named component of a config section ``components: {name: spec}``."""
+    return {
+        name: build_component(spec, channel_names, mask_names, where=f"components.{name}")
+        for name, spec in specs.items()
+    }

@@ -1,0 +1,142 @@
+"""Joint-embedding losses as small pure functions plus thin modules.
+
+VICReg (Bardes et al., 2022) follows the official implementation (facebookresearch/vicreg), which lightly
+also follows: the variance term of each view is the mean hinge on the per-dimension standard deviation and the
+two views' terms are *halved* when summed (``(v(a) + v(b)) / 2``); the covariance term of each view is the sum
+of squared off-diagonal covariances divided by the dimension, and the two views' terms are *summed*.
+solo-learn instead sums the two variance terms, i.e. it weighs variance twice as much; we do not.
+
+SimCLR's NT-Xent (Chen et al., 2020) uses both views as anchors and includes the within-view negatives: each
+of the 2N embeddings is contrasted against the other 2N - 1, the positive being its partner in the other view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "LOSSES",
+    "NTXentLoss",
+    "VICRegLoss",
+    "build_loss",
+    "covariance_loss",
+    "invariance_loss",
+    "nt_xent_loss",
+    "variance_loss",
+    "vicreg_loss",
+]
+
+
+def invariance_loss(z_a: Tensor, z_b: Tensor) -> Tensor:
+    """Mean squared error between paired embeddings (VICReg's invariance term)."""
+    return F.mse_loss(z_a, z_b)
+
+
+def variance_loss(z: Tensor, gamma: float = 1.0, eps: float = 1e-4) -> Tensor:
+    """Mean hinge ``relu(gamma - std)`` over embedding dimensions, std over the batch (unbiased)."""
+    std = torch.sqrt(z.var(dim=0) + eps)
+    return F.relu(gamma - std).mean()
+
+
+def covariance_loss(z: Tensor) -> Tensor:
+    """Sum of squared off-diagonal entries of the batch covariance matrix, divided by the dimension."""
+    n, d = z.shape
+    z = z - z.mean(dim=0)
+    cov = (z.T @ z) / (n - 1)
+    off_diagonal = cov.pow(2).sum() - cov.diagonal().pow(2).sum()
+    return off_diagonal / d
+
+
+def vicreg_loss(
+    z_a: Tensor,
+    z_b: Tensor,
+    sim_weight: float = 25.0,
+    var_weight: float = 25.0,
+    cov_weight: float = 1.0,
+    gamma: float = 1.0,
+    reg_a: Tensor | None = None,
+    reg_b: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """VICReg loss of two (N, D) embeddings; returns the total and its three (unweighted) terms.
+
+    ``sim * mse(a, b) + var * (v(a) + v(b)) / 2 + cov * (c(a) + c(b))``, as in the official code.
+    ``reg_a`` / ``reg_b`` optionally replace ``a`` / ``b`` in the variance and covariance terms (TriDeNT's split
+    mode regularises a branch's whole output while the invariance term sees only a chunk of it).
+    """
+    if z_a.shape != z_b.shape:
+        raise ValueError(f"VICReg needs embeddings of equal shape, got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
+    if z_a.shape[0] < 2:
+        raise ValueError(f"VICReg needs a batch of at least 2 samples, got {z_a.shape[0]}")
+    z_a, z_b = z_a.float(), z_b.float()
+    r_a = z_a if reg_a is None else reg_a.float()
+    r_b = z_b if reg_b is None else reg_b.float()
+    inv = invariance_loss(z_a, z_b)
+    var = (variance_loss(r_a, gamma) + variance_loss(r_b, gamma)) / 2
+    cov = covariance_loss(r_a) + covariance_loss(r_b)
+    total = sim_weight * inv + var_weight * var + cov_weight * cov
+    return total, {"invariance": inv.detach(), "variance": var.detach(), "covariance": cov.detach()}
+
+
+def nt_xent_loss(z_a: Tensor, z_b: Tensor, temperature: float = 0.2) -> tuple[Tensor, dict[str, Tensor]]:
+    """NT-Xent of two (N, D) embeddings with both views as anchors and within-view negatives.
+
+    Cosine similarities divided by ``temperature``; for anchor i the positive is its partner in the other
+    view and the 2N - 2 remaining embeddings (both views) are negatives; cross-entropy averaged over 2N anchors.
+    """
+    if z_a.shape != z_b.shape:
+        raise ValueError(f"NT-Xent needs embeddings of equal shape, got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    n = z_a.shape[0]
+    z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)
+    logits = z @ z.T / temperature
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    loss = F.cross_entropy(logits, targets)
+    with torch.no_grad():
+        accuracy = (logits.argmax(dim=1) == targets).float().mean()
+    return loss, {"positive_accuracy": accuracy}
+
+
+class VICRegLoss(nn.Module):
+    """Module wrapper of :func:`vicreg_loss` (defaults 25 / 25 / 1, as in the VICReg paper)."""
+
+    def __init__(
+        self, sim_weight: float = 25.0, var_weight: float = 25.0, cov_weight: float = 1.0, gamma: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.sim_weight, self.var_weight, self.cov_weight, self.gamma = sim_weight, var_weight, cov_weight, gamma
+
+    def forward(
+        self, z_a: Tensor, z_b: Tensor, reg_a: Tensor | None = None, reg_b: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        return vicreg_loss(z_a, z_b, self.sim_weight, self.var_weight, self.cov_weight, self.gamma, reg_a, reg_b)
+
+
+class NTXentLoss(nn.Module):
+    """Module wrapper of :func:`nt_xent_loss` (temperature 0.2, the solo-learn CIFAR SimCLR setting)."""
+
+    def __init__(self, temperature: float = 0.2) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return nt_xent_loss(z_a, z_b, self.temperature)
+
+
+LOSSES: dict[str, Callable[..., nn.Module]] = {"vicreg": VICRegLoss, "simclr": NTXentLoss}
+
+
+def build_loss(name: str, **kwargs: float) -> nn.Module:
+    """Build a loss module by name (``vicreg`` or ``simclr``); unknown names or options raise ``ValueError``."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
+    try:
+        return LOSSES[name](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad options {sorted(kwargs)} for loss {name!r}: {err}") from None
