@@ -1,0 +1,183 @@
+"""High-level steps behind the command line and the Snakemake rules: pretrain, embed, probe, spectrum, correlate.
+
+Each step reads and writes files only, so a rule (or a user) can run one step by hand::
+
+    pretrain(run_config, dataset_dir, run_dir)        -> run_dir/{encoder.pt, checkpoint.pt, metrics.*}
+    embed_dataset(encoder.pt, dataset_dir, out.npz)  -> features, labels, split codes and names
+    probe_features(features.npz, out.json)           -> linear (or MLP) probe accuracy / AUC
+    spectrum_features(features.npz, out.csv)         -> ranked singular values of the representation
+    correlate_features(features.npz, dataset_dir, out.json) -> mean |corr| with per-channel intensities
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "build_model",
+    "correlate_features",
+    "embed_dataset",
+    "load_features",
+    "pretrain",
+    "probe_features",
+    "spectrum_features",
+]
+
+
+def _write_atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: str | Path, obj: Any) -> None:
+    _write_atomic(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2, default=float) + "\n"))
+
+
+def build_model(cfg: Mapping, channel_names: list[str], mask_names: list[str], input_shape: tuple[int, int, int]):
+    """Build the :class:`~splicer.methods.SSLModel` a validated run config describes, for one dataset's shape."""
+    from splicer.augment import AugmentConfig, BatchAugment
+    from splicer.components import build_components
+    from splicer.methods import SSLModel, build_pairing
+
+    method, model = cfg["method"], cfg["model"]
+    pairing = build_pairing(
+        method["name"], list(method["inputs"]), method["loss"], int(model["embed_dim"]), **method["options"]
+    )
+    components = build_components(cfg["components"], channel_names, mask_names)
+    return SSLModel(
+        pairing,
+        components,
+        input_shape,
+        dict(model["encoder"]),
+        list(model["projector_hidden"]),
+        augment=BatchAugment(AugmentConfig.from_dict(cfg["augment"])),
+        loss_options=cfg["loss_options"],
+        fuse=bool(model["fuse"]),
+    )
+
+
+def pretrain(cfg: Mapping, dataset_dir: str | Path, out_dir: str | Path, split: str | None = None) -> dict:
+    """Pretrain on a dataset (optionally one split of it); resumes from ``out_dir/checkpoint.pt`` if present."""
+    import torch
+
+    from splicer.data.format import load_dataset
+    from splicer.train import TrainConfig, train
+
+    data = load_dataset(dataset_dir)
+    if split is not None:
+        data = data.select(split)
+    train_cfg = TrainConfig.from_dict(cfg["train"])
+    torch.manual_seed(train_cfg.seed)
+    model = build_model(cfg, data.channel_names, data.mask_names, tuple(data.images.shape[1:]))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "run_config.json", lambda p: p.write_text(json.dumps(cfg, indent=2) + "\n"))
+    return train(model, np.asarray(data.images), train_cfg, out, masks=data.masks)
+
+
+def embed_dataset(
+    encoder_path: str | Path, dataset_dir: str | Path, out_path: str | Path, device: str = "cpu", batch_size: int = 256
+) -> Path:
+    """Embed every image of a dataset with a frozen encoder; saves features, labels, split and channel means."""
+    from splicer.data.format import load_dataset
+    from splicer.encoders import load_encoder
+    from splicer.evaluate import embed
+
+    data = load_dataset(dataset_dir)
+    encoder = load_encoder(encoder_path)
+    feats = embed(encoder, data.images, batch_size=batch_size, device=device)
+    out = Path(out_path)
+    if out.suffix != ".npz":
+        raise ValueError(f"features file {out} must end in .npz")
+    arrays = {
+        "features": feats,
+        "labels": np.asarray(data.labels),
+        "split": np.asarray(data.split),
+        "split_names": np.array(data.split_names),
+        "class_names": np.array(data.class_names),
+    }
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    _write_atomic(out, write)
+    return out
+
+
+def load_features(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a features file written by :func:`embed_dataset`, checking its keys."""
+    with np.load(path, allow_pickle=False) as f:
+        missing = {"features", "labels", "split", "split_names"} - set(f.files)
+        if missing:
+            raise ValueError(f"features file {path} lacks key(s) {sorted(missing)}")
+        return {k: f[k] for k in f.files}
+
+
+def _split(f: Mapping[str, np.ndarray], name: str, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    names = list(f["split_names"])
+    if name not in names:
+        raise ValueError(f"features file {path} has no split {name!r}; it has {names}")
+    rows = f["split"] == names.index(name)
+    return f["features"][rows], f["labels"][rows]
+
+
+def probe_features(
+    features_path: str | Path, out_path: str | Path, head: str = "linear", seed: int = 0, **options: Any
+) -> dict:
+    """Linear (logistic regression) or MLP probe on the train split, model selection on val, scored on test."""
+    from splicer.evaluate import linear_probe, mlp_probe
+
+    f = load_features(features_path)
+    splits = [_split(f, s, features_path) for s in ("train", "val", "test")]
+    if head == "linear":
+        result = linear_probe(*splits, **options)
+    elif head == "mlp":
+        result = mlp_probe(*splits, seed=seed, **options)
+    else:
+        raise ValueError(f"unknown probe head {head!r}; choose 'linear' or 'mlp'")
+    result = {"head": head, **result}
+    _write_json(out_path, result)
+    return result
+
+
+def spectrum_features(features_path: str | Path, out_path: str | Path, split: str = "test") -> np.ndarray:
+    """Ranked (normalised) singular values of the representation of one split, as CSV ``rank,singular_value``."""
+    from splicer.evaluate import singular_values
+
+    f = load_features(features_path)
+    X, _ = _split(f, split, features_path)
+    s = singular_values(X, normalise=True)
+    rows = "rank,singular_value\n" + "".join(f"{i + 1},{v:.8g}\n" for i, v in enumerate(s))
+    _write_atomic(Path(out_path), lambda p: p.write_text(rows))
+    return s
+
+
+def correlate_features(
+    features_path: str | Path, dataset_dir: str | Path, out_path: str | Path, split: str = "test"
+) -> dict:
+    """Mean absolute correlation between representation elements and per-channel mean intensities (Fig. 3c)."""
+    from splicer.data.format import load_dataset
+    from splicer.evaluate import marker_correlation
+
+    f = load_features(features_path)
+    data = load_dataset(dataset_dir)
+    if len(data.labels) != len(f["features"]):
+        raise ValueError(f"{features_path} has {len(f['features'])} rows but dataset {dataset_dir} has {data.n}")
+    rows = f["split"] == list(f["split_names"]).index(split)
+    mean_abs, matrix = marker_correlation(f["features"][rows], np.asarray(data.images[rows]))
+    per_channel = np.abs(matrix).mean(axis=0)
+    result = {
+        "mean_abs_correlation": float(mean_abs),
+        "per_channel": dict(zip(data.channel_names, map(float, per_channel), strict=True)),
+    }
+    _write_json(out_path, result)
+    return result
