@@ -21,7 +21,9 @@ Presets (``PRESETS``):
   of pair i, regulariser terms included, is computed on the chunk: ``L_JE,i(ē_i, e_i*)`` as Eq. 4 writes it,
   which makes the chunks' gradients exactly decoupled. TriDeNT's dormant split mode instead applies VICReg's
   variance/covariance terms to the whole primary embedding; ``primary_regulariser="full"`` selects that.
-  As in that split mode there is no primary-vs-primary term unless ``view`` is listed as an input.
+  As in that split mode there is no primary-vs-primary term unless ``view`` is an input (``include_view=True``
+  puts it first): with a single paired component, a view chunk keeps a learning signal for the features that
+  component lacks, as TriDeNT's unimodal pair does.
 """
 
 from __future__ import annotations
@@ -179,8 +181,11 @@ def _splicer(
     chunk_losses: Sequence[str] | None = None,
     chunk_weights: Sequence[float] | None = None,
     primary_regulariser: str = "chunk",
+    include_view: bool = False,
     **_: object,
 ) -> PairingSpec:
+    if include_view and VIEW not in inputs:
+        inputs = [VIEW, *inputs]
     branches = _branches(inputs)
     k = len(branches)
     if chunk_sizes is None:
@@ -208,6 +213,7 @@ def _splicer(
     return PairingSpec("splicer", embed_dim, branches, pairs, tuple(int(c) for c in chunk_sizes), primary_regulariser)
 
 
+_PRESET_OPTIONS = {"splicer": {"chunk_sizes", "chunk_losses", "chunk_weights", "primary_regulariser", "include_view"}}
 PRESETS = {"baseline": _baseline, "sigma_je": _sigma_je, "trident": _trident, "splicer": _splicer}
 
 
@@ -215,7 +221,7 @@ def build_pairing(method: str, inputs: Sequence[str], loss: str, embed_dim: int,
     """Build the pairing spec of a preset method over paired ``inputs`` (component names and/or ``"view"``)."""
     if method not in PRESETS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(PRESETS)}")
-    allowed = {"splicer": {"chunk_sizes", "chunk_losses", "chunk_weights", "primary_regulariser"}}.get(method, set())
+    allowed = _PRESET_OPTIONS.get(method, set())
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method!r}; allowed: {sorted(allowed)}")

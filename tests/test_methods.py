@@ -45,6 +45,12 @@ def test_splicer_registers_branch_i_to_chunk_i():
     assert [spec.chunk_slice(i) for i in range(3)] == [slice(0, 4), slice(4, 8), slice(8, 12)]
 
 
+def test_splicer_include_view_prepends_a_view_chunk():
+    spec = build_pairing("splicer", ["cifar"], "vicreg", 12, include_view=True)
+    assert [b.name for b in spec.branches] == [VIEW, "cifar"]
+    assert pair_set(spec) == {(PRIMARY, 0, VIEW, 0), (PRIMARY, 1, "cifar", None)}
+
+
 def test_splicer_uneven_chunks_and_losses_per_chunk():
     spec = build_pairing(
         "splicer", ["mnist", "cifar"], "vicreg", 12, chunk_sizes=[2, 10], chunk_losses=["simclr", "vicreg"]
