@@ -1,4 +1,4 @@
-"""Command line: ``splicer {pretrain, embed, probe, spectrum, correlate, make-demo}``.
+"""Command line: ``splicer {pretrain, embed, probe, spectrum, correlate, evaluate, supervised, make-demo}``.
 
 Each subcommand takes a config and paths, so a Snakemake rule is one line and a user can run one step by hand::
 
@@ -63,12 +63,36 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="result .json")
     s.add_argument("--split", default="test")
 
+    s = sub.add_parser("evaluate", help="embed + probe (+ spectrum, correlate) every evaluation set of one run")
+    s.add_argument("--encoder", required=True)
+    s.add_argument("--eval", action="append", required=True, metavar="NAME=DATASET_DIR", help="an evaluation set")
+    s.add_argument("--out", required=True, help="result .json (probes, spectra, correlations)")
+    s.add_argument("--spectrum", action="append", default=[], metavar="NAME")
+    s.add_argument("--correlate", action="append", default=[], metavar="NAME")
+    s.add_argument("--head", choices=["linear", "mlp"], default="linear")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
+
+    s = sub.add_parser("supervised", help="supervised ceiling: the run config's encoder trained with labels")
+    s.add_argument("--config", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--out", required=True, help="result .json")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE")
+
     s = sub.add_parser("make-demo", help="generate one embedded demo data family")
     s.add_argument("family")
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="generator parameter")
     return p
+
+
+def _key_value(item: str, flag: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"{flag} {item!r} must look like NAME=VALUE")
+    return key, value
 
 
 def _run(args: argparse.Namespace) -> object:
@@ -85,14 +109,20 @@ def _run(args: argparse.Namespace) -> object:
         return run.probe_features(args.features, args.out, head=args.head, seed=args.seed)
     if args.command == "spectrum":
         return run.spectrum_features(args.features, args.out, split=args.split)[:10].tolist()
+    if args.command == "evaluate":
+        evals = dict(_key_value(item, "--eval") for item in args.eval)
+        return run.evaluate_run(
+            args.encoder, evals, args.out, args.spectrum, args.correlate, args.head, args.seed, args.device
+        )
+    if args.command == "supervised":
+        from splicer.config import load_run_config
+
+        return run.supervised(load_run_config(args.config, args.set), args.data, args.out, seed=args.seed)
     if args.command == "correlate":
         return run.correlate_features(args.features, args.data, args.out, split=args.split)
     from splicer.data.demo import make_demo
 
-    params = {}
-    for item in args.param:
-        key, _, value = item.partition("=")
-        params[key] = yaml.safe_load(value)
+    params = {key: yaml.safe_load(value) for key, value in (_key_value(i, "--param") for i in args.param)}
     return make_demo(args.family, args.out, seed=args.seed, **params)
 
 

@@ -181,3 +181,115 @@ def correlate_features(
     }
     _write_json(out_path, result)
     return result
+
+
+def supervised(cfg: Mapping, dataset_dir: str | Path, out_path: str | Path, seed: int = 0) -> dict:
+    """Supervised ceiling: the run config's encoder + a linear head trained with cross-entropy on ``train``
+    (same augmentation, optimiser and schedule as pretraining), the epoch chosen on ``val``, scored on ``test``."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from splicer.augment import AugmentConfig, BatchAugment
+    from splicer.data.format import load_dataset, to_float
+    from splicer.encoders import build_encoder
+    from splicer.optim import build_optimizer, warmup_cosine
+    from splicer.train import TrainConfig, epoch_order, resolve_device, step_seed
+
+    tcfg = TrainConfig.from_dict({**cfg["train"], "seed": seed})
+    device = resolve_device(tcfg.device)
+    torch.manual_seed(seed)
+    data = load_dataset(dataset_dir)
+    train_set, val_set, test_set = (data.select(s) for s in ("train", "val", "test"))
+    c, h, w = train_set.images.shape[1:]
+    encoder = build_encoder(in_channels=c, image_size=max(h, w), **cfg["model"]["encoder"])
+    n_classes = len(data.class_names)
+    model = torch.nn.Sequential(encoder, torch.nn.Linear(encoder.out_dim, n_classes)).to(device)
+    optimizer = build_optimizer(model, tcfg)
+    augment = BatchAugment(AugmentConfig.from_dict(cfg["augment"]))
+    x_train = torch.as_tensor(np.asarray(train_set.images))
+    y_train = torch.as_tensor(np.asarray(train_set.labels)).long()
+    batch = min(tcfg.batch_size, len(x_train))
+    steps_per_epoch = max(1, len(x_train) // batch)
+    total = steps_per_epoch * tcfg.epochs
+
+    def accuracy(subset) -> float:
+        model.eval()
+        with torch.inference_mode():
+            correct = 0
+            for i in range(0, subset.n, 512):
+                x = to_float(np.asarray(subset.images[i : i + 512])).to(device)
+                pred = model(x).argmax(1).cpu()
+                correct += int((pred == torch.as_tensor(np.asarray(subset.labels[i : i + 512]))).sum())
+        model.train()
+        return correct / max(subset.n, 1)
+
+    best = (-1.0, 0, copy.deepcopy(model.state_dict()))
+    step = 0
+    for epoch in range(tcfg.epochs):
+        order = epoch_order(len(x_train), seed, epoch)
+        for b in range(steps_per_epoch):
+            idx = order[b * batch : (b + 1) * batch]
+            g = torch.Generator(device=device).manual_seed(step_seed(seed, step))
+            x = augment(to_float(x_train[idx]).to(device), g)
+            for group in optimizer.param_groups:
+                group["lr"] = warmup_cosine(
+                    step, total, int(tcfg.warmup_epochs * steps_per_epoch), tcfg.lr, tcfg.lr * tcfg.min_lr_ratio
+                )
+            loss = F.cross_entropy(model(x), y_train[idx].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+        val = accuracy(val_set)
+        if val > best[0]:
+            best = (val, epoch, copy.deepcopy(model.state_dict()))
+    model.load_state_dict(best[2])
+    result = {
+        "accuracy": accuracy(test_set),
+        "val_accuracy": best[0],
+        "best_epoch": best[1],
+        "epochs": tcfg.epochs,
+        "n_train": train_set.n,
+        "n_test": test_set.n,
+    }
+    _write_json(out_path, result)
+    return result
+
+
+def evaluate_run(
+    encoder_path: str | Path,
+    evaluations: Mapping[str, str | Path],
+    out_path: str | Path,
+    spectrum: list[str] | tuple[str, ...] = (),
+    correlate: list[str] | tuple[str, ...] = (),
+    head: str = "linear",
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, dict]:
+    """All evaluations of one run in one process: embed each dataset once, then probe / spectrum / correlate.
+
+    Writes one JSON ``{"probes": {name: result}, "spectra": {name: [singular values]}, "correlations":
+    {name: result}}``; features go to a temporary folder and are dropped.
+    """
+    import tempfile
+
+    from splicer.train import resolve_device
+
+    device = str(resolve_device(device))
+    unknown = (set(spectrum) | set(correlate)) - set(evaluations)
+    if unknown:
+        raise ValueError(f"spectrum/correlate name(s) {sorted(unknown)} are not evaluations {sorted(evaluations)}")
+    results: dict[str, dict] = {"probes": {}, "spectra": {}, "correlations": {}}
+    with tempfile.TemporaryDirectory(prefix="splicer-eval-") as tmp:
+        for name, data in evaluations.items():
+            feats = embed_dataset(encoder_path, data, Path(tmp) / f"{name}.npz", device=device)
+            results["probes"][name] = probe_features(feats, Path(tmp) / f"{name}.json", head=head, seed=seed)
+            if name in spectrum:
+                values = spectrum_features(feats, Path(tmp) / f"{name}.csv")
+                results["spectra"][name] = [float(v) for v in values]
+            if name in correlate:
+                results["correlations"][name] = correlate_features(feats, data, Path(tmp) / f"{name}-corr.json")
+    _write_json(out_path, results)
+    return results

@@ -1,0 +1,27 @@
+# SpliCER reproduction pipeline. Default config: the embedded demo (synthetic data, CPU, minutes).
+#   snakemake --cores 2                          # whole demo DAG
+#   snakemake --cores 2 fig2c                    # one figure and only what it needs
+#   snakemake --profile profiles/slurm --configfile config/paper.yaml all   # the paper, on SLURM
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/segment.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,47 @@
+"""Build the datasets of one ``datasets`` config entry into a folder, with a manifest written last.
+
+``manifest.json`` lists the dataset directories the folder holds (``{"datasets": [...], "kind": ...}``); the
+pipeline treats it as the marker that the whole folder is complete, so an interrupted build is never used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["REAL_KINDS", "build_data", "write_manifest"]
+
+REAL_KINDS = ("mnist_cifar", "orion_crc", "eurosat", "mmearth", "nct_crc", "camelyon17", "chestmnist", "pneumoniamnist")
+
+
+def write_manifest(folder: str | Path, info: Mapping) -> Path:
+    """List the dataset directories of ``folder`` (those with a meta.json) in ``folder/manifest.json``."""
+    folder = Path(folder)
+    names = sorted(p.name for p in folder.iterdir() if (p / "meta.json").is_file())
+    if not names:
+        raise ValueError(f"{folder} holds no dataset (no */meta.json) after the build")
+    path = folder / "manifest.json"
+    tmp = path.with_name(f".manifest.json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({**info, "datasets": names}, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def build_data(spec: Mapping, out_dir: str | Path, archives: list[str | Path] = ()) -> Path:
+    """Build one ``datasets`` entry: a demo family from its seed, or a real dataset from its archives."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kind = spec["kind"]
+    if kind == "demo":
+        from splicer.data.demo import make_demo
+
+        make_demo(spec["family"], out, seed=int(spec.get("seed", 0)), **dict(spec.get("params", {})))
+        return write_manifest(out, {"kind": "demo", "family": spec["family"], "seed": spec.get("seed", 0)})
+    if kind in REAL_KINDS:
+        raise NotImplementedError(
+            f"the builder of real dataset kind {kind!r} is not implemented yet (real-data work in progress); "
+            f"its archives are {[str(a) for a in archives]}. Use the embedded demo (config/config.yaml) meanwhile."
+        )
+    raise ValueError(f"unknown dataset kind {kind!r}; choose 'demo' or one of {list(REAL_KINDS)}")

@@ -1,0 +1,155 @@
+"""The pipeline config turns into the right runs, run configs, paths and tidy tables; bad configs name their fault."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from splicer import pipeline as P
+from splicer.config import validate_run_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(name: str) -> dict:
+    """A config file with the schema's defaults filled in, as the Snakefile sees it."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((ROOT / "config" / name).read_text())
+    validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    return config
+
+
+@pytest.fixture(scope="module")
+def demo() -> dict:
+    return load("config.yaml")
+
+
+def test_demo_config_passes_the_cross_checks(demo):
+    P.check_config(demo)
+
+
+def test_runs_are_the_product_of_runs_losses_and_seeds(demo):
+    runs = P.experiment_runs(demo, "mnist_cifar")
+    exp = demo["experiments"]["mnist_cifar"]
+    assert len(runs) == len(exp["runs"]) * len(demo["losses"]) * len(demo["seeds"])
+    assert len(set(runs)) == len(runs)
+    assert {r.seed for r in runs} == set(demo["seeds"])
+    # an experiment-level seeds list overrides the global one
+    assert {r.seed for r in P.experiment_runs(demo, "multiplex")} == {0}
+
+
+def test_run_config_merges_defaults_experiment_and_run(demo):
+    run = P.Run("mnist_cifar", "splicer", "cifar", "vicreg", 2)
+    cfg = validate_run_config(P.run_config(demo, run))
+    assert cfg["method"] == {
+        "name": "splicer",
+        "inputs": ["cifar"],
+        "loss": "vicreg",
+        "options": {"include_view": True},
+    }
+    assert cfg["train"]["seed"] == 2 and cfg["train"]["device"] == "cpu"
+    assert cfg["components"]["cifar"] == {"type": "region", "rows": [16, 32]}
+    assert cfg["model"]["embed_dim"] == demo["run_defaults"]["model"]["embed_dim"]
+    multiplex = P.run_config(demo, P.Run("multiplex", "splicer", "channels", "vicreg", 0))
+    assert multiplex["model"]["embed_dim"] == 228  # experiment override
+    assert multiplex["model"]["encoder"] == demo["run_defaults"]["model"]["encoder"]  # deep-merged, not replaced
+
+
+def test_paths(demo):
+    run = P.Run("histology", "baseline", "none", "vicreg", 0)
+    assert P.run_dir(demo, run) == "results/demo/runs/histology/baseline/none/vicreg/seed0"
+    assert P.manifest(demo, "histology") == "results/demo/segmented/histology/manifest.json"
+    assert P.manifest(demo, "mnist_cifar") == "results/demo/data/mnist_cifar/manifest.json"
+    assert P.split_flag(demo, "mnist_cifar_texture_only") == "--split train"
+    assert P.split_flag(demo, "mnist_cifar") == ""
+    args = P.evaluate_args(demo, "mnist_cifar")
+    assert "--eval rMNIST=results/demo/data/mnist_cifar/rMNIST" in args and "--spectrum rNONE" in args
+    inputs = P.table_inputs(demo, "mnist_cifar")
+    assert len(inputs["ssl_ceiling"]) == len(P.experiment_runs(demo, "mnist_cifar_texture_only"))
+    assert inputs["supervised"] == [f"results/demo/supervised/mnist_cifar/cifar_only/seed{s}.json" for s in (0, 1, 2)]
+    assert P.gpus(demo) == 0 and P.gpus({**demo, "device": "auto"}) == 1
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda c: c["experiments"]["mnist_cifar"].update(data="mnist"),
+            "experiments.mnist_cifar.data: unknown dataset 'mnist'",
+        ),
+        (
+            lambda c: c["experiments"]["mnist_cifar"]["pairings"].update(cifar=["texture"]),
+            "pairings.cifar: 'texture' is neither",
+        ),
+        (
+            lambda c: c["experiments"]["mnist_cifar"]["runs"].append({"method": "splicer", "pairing": "all"}),
+            "runs\\[8\\].pairing: unknown pairing 'all'",
+        ),
+        (
+            lambda c: c["experiments"]["mnist_cifar"]["runs"].append({"method": "baseline", "pairing": "none"}),
+            "listed twice",
+        ),
+        (
+            lambda c: c["experiments"]["mnist_cifar"].update(spectrum=["rALL"]),
+            "spectrum: 'rALL' is not one of the evaluations",
+        ),
+        (
+            lambda c: c["experiments"]["mnist_cifar"]["runs"].append({"method": "baseline", "pairing": "cifar"}),
+            "baseline pairs only",
+        ),
+        (
+            lambda c: c["experiments"]["multiplex"]["run_overrides"]["model"].update(embed_dim=100),
+            "does not split into 19 equal chunks",
+        ),
+        (lambda c: c["run_defaults"]["train"].update(epochz=3), "section 'train'.*epochz"),
+        (lambda c: c["run_defaults"]["model"].update(depth=3), "unknown key.*depth.*section 'model'"),
+    ],
+)
+def test_bad_configs_name_the_key(demo, edit, message):
+    config = copy.deepcopy(demo)
+    edit(config)
+    with pytest.raises(ValueError, match=message):
+        P.check_config(config)
+
+
+def test_collect_tables_makes_tidy_rows(demo, tmp_path):
+    runs = P.experiment_runs(demo, "mnist_cifar")[:2]
+    paths = []
+    for i in range(len(runs)):
+        path = tmp_path / f"eval{i}.json"
+        path.write_text(
+            json.dumps(
+                {
+                    "probes": {"rMNIST": {"head": "linear", "accuracy": 0.5 + i / 10, "auc": 0.6, "val_accuracy": 0.7}},
+                    "spectra": {"rNONE": [1.0, 0.5, 0.25]},
+                    "correlations": {},
+                }
+            )
+        )
+        paths.append(path)
+    sup = tmp_path / "sup.json"
+    sup.write_text(json.dumps({"accuracy": 0.8}))
+    tables = P.collect_tables(demo, "mnist_cifar", zip(runs, paths, strict=True), [("cifar_only", 0, sup)])
+    probes = tables["probes"]
+    assert list(probes.columns[:10]) == P.TIDY_COLUMNS
+    acc = probes[(probes.metric == "accuracy")].sort_values("value")
+    assert acc["value"].tolist() == [0.5, 0.6]
+    assert set(acc["variant"]) == {"rMNIST"} and set(acc["task"]) == {"mnist_cifar"}
+    assert set(acc["method"]) == {runs[0].method} and acc["seed"].tolist() == [runs[0].seed, runs[1].seed]
+    spectra = tables["spectra"]
+    assert spectra["rank"].tolist() == [1, 2, 3, 1, 2, 3] and set(spectra["metric"]) == {"singular_value"}
+    ceilings = tables["ceilings"]
+    assert ceilings.to_dict("records")[0]["kind"] == "supervised_complex_only"
+
+
+def test_collect_tables_reports_an_unreadable_result(demo, tmp_path):
+    bad = tmp_path / "evaluation.json"
+    bad.write_text("{not json")
+    run = P.experiment_runs(demo, "mnist_cifar")[0]
+    with pytest.raises(ValueError, match=r"evaluation\.json"):
+        P.collect_tables(demo, "mnist_cifar", [(run, bad)])

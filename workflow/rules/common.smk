@@ -1,0 +1,39 @@
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+# The package lives beside the Snakefile; jobs (local, conda or SLURM) import it through PYTHONPATH.
+sys.path.insert(0, workflow.basedir)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
+
+from splicer import pipeline as P
+
+try:
+    P.check_config(config)
+except ValueError as err:
+    raise WorkflowError(str(err)) from None
+
+RES = P.results_root(config)
+EXPERIMENTS = list(config["experiments"])
+
+
+wildcard_constraints:
+    data="[A-Za-z0-9_]+",
+    experiment="[A-Za-z0-9_]+",
+    method="baseline|sigma_je|trident|splicer",
+    pairing="[A-Za-z0-9_+]+",
+    loss="vicreg|simclr",
+    seed="[0-9]+",
+    evaluation="[A-Za-z0-9_]+",
+    figure="[A-Za-z0-9]+",
+
+
+def runs_of(experiment):
+    return P.experiment_runs(config, experiment)
+
+
+def all_targets():
+    figures = [f"{RES}/figures/{name}.png" for name in config.get("figures", {})]
+    tables = [f"{RES}/tables/{e}/probes.csv" for e in EXPERIMENTS]
+    return figures + tables

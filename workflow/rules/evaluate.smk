@@ -1,0 +1,68 @@
+# Frozen-encoder evaluation (probes, singular values, marker correlations), supervised ceilings, tidy tables.
+
+
+rule evaluate:
+    input:
+        encoder=f"{RUN}/encoder.pt",
+        data=lambda w: P.manifest(config, config["experiments"][w.experiment]["data"]),
+    output:
+        f"{RUN}/evaluation.json",
+    params:
+        args=lambda w: P.evaluate_args(config, w.experiment),
+        head=config["probe"]["head"],
+        device=config["device"],
+    log:
+        f"{RUN_LOG}/evaluate.log",
+    benchmark:
+        f"{RES}/benchmarks/evaluate/{{experiment}}/{{method}}/{{pairing}}/{{loss}}/seed{{seed}}.tsv"
+    threads: config["threads"]
+    resources:
+        gpu=P.gpus(config),
+        mem_mb=16000,
+        runtime=120,
+    conda:
+        "../../envs/splicer.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m splicer.cli evaluate --encoder {input.encoder} {params.args} "
+        "--out {output} --head {params.head} --seed {wildcards.seed} --device {params.device} > {log} 2>&1"
+
+
+rule supervised:
+    input:
+        cfg=lambda w: f"{P.run_dir(config, P.experiment_runs(config, w.experiment)[0])}/run.yaml",
+        data=lambda w: P.manifest(config, config["experiments"][w.experiment]["data"]),
+    output:
+        f"{RES}/supervised/{{experiment}}/{{evaluation}}/seed{{seed}}.json",
+    params:
+        data=lambda w: P.dataset_path(config, w.experiment, w.evaluation),
+    log:
+        f"{RES}/logs/supervised/{{experiment}}/{{evaluation}}/seed{{seed}}.log",
+    benchmark:
+        f"{RES}/benchmarks/supervised/{{experiment}}/{{evaluation}}/seed{{seed}}.tsv"
+    threads: config["threads"]
+    resources:
+        gpu=P.gpus(config),
+        mem_mb=16000,
+        runtime=360,
+    conda:
+        "../../envs/splicer.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m splicer.cli supervised --config {input.cfg} --data {params.data} "
+        "--out {output} --seed {wildcards.seed} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        unpack(lambda w: P.table_inputs(config, w.experiment)),
+    output:
+        probes=f"{RES}/tables/{{experiment}}/probes.csv",
+        spectra=f"{RES}/tables/{{experiment}}/spectra.csv",
+        correlations=f"{RES}/tables/{{experiment}}/correlations.csv",
+        ceilings=f"{RES}/tables/{{experiment}}/ceilings.csv",
+    log:
+        f"{RES}/logs/tables/{{experiment}}.log",
+    localrule: True
+    conda:
+        "../../envs/plots.yaml"
+    script:
+        "../scripts/tables.py"

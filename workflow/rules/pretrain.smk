@@ -1,0 +1,46 @@
+# Self-supervised pretraining: one job per experiment x method x pairing x loss x seed.
+
+RUN = f"{RES}/runs/{{experiment}}/{{method}}/{{pairing}}/{{loss}}/seed{{seed}}"
+RUN_LOG = f"{RES}/logs/runs/{{experiment}}/{{method}}/{{pairing}}/{{loss}}/seed{{seed}}"
+
+
+rule run_config:
+    output:
+        f"{RUN}/run.yaml",
+    params:
+        cfg=lambda w: P.run_config(config, P.Run(w.experiment, w.method, w.pairing, w.loss, int(w.seed))),
+    log:
+        f"{RUN_LOG}/run_config.log",
+    localrule: True
+    conda:
+        "../../envs/splicer.yaml"
+    script:
+        "../scripts/write_run_config.py"
+
+
+rule pretrain:
+    input:
+        cfg=f"{RUN}/run.yaml",
+        data=lambda w: P.manifest(config, config["experiments"][w.experiment]["data"]),
+    output:
+        encoder=f"{RUN}/encoder.pt",
+        metrics=f"{RUN}/metrics.json",
+    params:
+        data=lambda w: P.dataset_path(config, w.experiment, config["experiments"][w.experiment]["pretrain"]),
+        split=lambda w: P.split_flag(config, w.experiment),
+        out=RUN,
+    log:
+        f"{RUN_LOG}/pretrain.log",
+    benchmark:
+        f"{RES}/benchmarks/pretrain/{{experiment}}/{{method}}/{{pairing}}/{{loss}}/seed{{seed}}.tsv"
+    threads: config["threads"]
+    resources:
+        gpu=P.gpus(config),
+        mem_mb=16000,
+        runtime=720,
+        cpus_per_task=max(config["threads"], 4 if config["device"] != "cpu" else 1),
+    conda:
+        "../../envs/splicer.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m splicer.cli pretrain --config {input.cfg} --data {params.data} "
+        "--out {params.out} {params.split} > {log} 2>&1"
