@@ -43,6 +43,8 @@ def _to_float_on(batch: np.ndarray, device: torch.device) -> torch.Tensor:
     Same semantics as ``splicer.data.format.to_float``; kept local so the (4x larger) float tensor is only
     ever created on the device.
     """
+    if not batch.flags.writeable:  # memory-mapped datasets are read-only; torch wants writable memory
+        batch = np.array(batch)
     if batch.dtype == np.uint8:
         return torch.from_numpy(batch).to(device).float().div_(255.0)
     if batch.dtype == np.uint16:  # torch's uint16 support is partial: int32 holds 0..65535 exactly

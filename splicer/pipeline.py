@@ -82,6 +82,10 @@ def check_config(config: Mapping) -> None:
             if key in seen:
                 raise _fail(f"{where}.runs[{i}]", f"method {key[0]!r} with pairing {key[1]!r} is listed twice")
             seen.add(key)
+        for name, spec in exp["evaluate"].items():
+            data = _split_ref(config, ename, spec["data"])[0]
+            if data not in datasets:
+                raise _fail(f"{where}.evaluate.{name}.data", f"unknown dataset {data!r}; defined: {sorted(datasets)}")
         for table in ("spectrum", "correlate"):
             for name in exp.get(table, []):
                 if name not in exp["evaluate"]:
@@ -152,9 +156,25 @@ def data_dir(config: Mapping, data: str) -> str:
     return f"{results_root(config)}/{kind}/{data}"
 
 
+def _split_ref(config: Mapping, experiment: str, dataset: str) -> tuple[str, str]:
+    """``rMNIST`` -> (the experiment's data, rMNIST); ``eurosat/bands13`` -> (eurosat, bands13)."""
+    if "/" in dataset:
+        data, name = dataset.split("/", 1)
+        return data, name
+    return config["experiments"][experiment]["data"], dataset
+
+
 def dataset_path(config: Mapping, experiment: str, dataset: str) -> str:
-    """Path of one dataset (e.g. ``rMNIST``) of an experiment's data."""
-    return f"{data_dir(config, config['experiments'][experiment]['data'])}/{dataset}"
+    """Path of one dataset of an experiment: ``rMNIST`` (its own data) or ``<datasets entry>/<dataset>``."""
+    data, name = _split_ref(config, experiment, dataset)
+    return f"{data_dir(config, data)}/{name}"
+
+
+def eval_manifests(config: Mapping, experiment: str) -> list[str]:
+    """Manifests of every data folder an experiment's evaluations read."""
+    exp = config["experiments"][experiment]
+    datas = {_split_ref(config, experiment, spec["data"])[0] for spec in exp["evaluate"].values()}
+    return [manifest(config, d) for d in sorted(datas)]
 
 
 def run_dir(config: Mapping, run: Run) -> str:

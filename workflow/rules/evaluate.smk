@@ -4,7 +4,7 @@
 rule evaluate:
     input:
         encoder=f"{RUN}/encoder.pt",
-        data=lambda w: P.manifest(config, config["experiments"][w.experiment]["data"]),
+        data=lambda w: P.eval_manifests(config, w.experiment),
     output:
         f"{RUN}/evaluation.json",
     params:
