@@ -101,10 +101,16 @@ def check_config(config: Mapping) -> None:
                 )
             except ValueError as err:
                 raise _fail(f"{where}.runs ({entry['method']}/{entry['pairing']})", str(err)) from None
+    from splicer.plots import FIGURES
+
     for fig, spec in config.get("figures", {}).items():
-        for ename in spec.get("experiments", []):
-            if ename not in config["experiments"]:
-                raise _fail(f"figures.{fig}.experiments", f"unknown experiment {ename!r}")
+        if fig not in FIGURES:
+            raise _fail(f"figures.{fig}", f"unknown figure; known: {sorted(FIGURES)}")
+        for role in TABLE_ROLES:
+            for ename in spec.get(role, []):
+                if ename not in config["experiments"]:
+                    raise _fail(f"figures.{fig}.{role}", f"unknown experiment {ename!r}")
+        figure_inputs(config, fig)
 
 
 def experiment_runs(config: Mapping, experiment: str) -> list[Run]:
@@ -143,6 +149,14 @@ def run_config(config: Mapping, run: Run) -> dict:
     }
     cfg = deep_merge(cfg, {"train": {"seed": run.seed, "device": config.get("device", "auto")}})
     return cfg
+
+
+def export_pythonpath(root: str) -> None:
+    """Put the repository on ``PYTHONPATH`` so that jobs (local, conda or SLURM) import this package."""
+    import os
+
+    parts = [root, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]]
+    os.environ["PYTHONPATH"] = os.pathsep.join(parts)
 
 
 def results_root(config: Mapping) -> str:
@@ -356,3 +370,50 @@ def archive_targets(config: Mapping, data: str) -> list[str]:
     from splicer.data.sources import archives
 
     return [f"resources/{spec['kind']}/{a.name}" for a in archives(spec["kind"], **spec.get("source", {}))]
+
+
+# ---- figures -------------------------------------------------------------------------------------------------
+
+TABLE_ROLES = ("probes", "spectra", "correlations", "ceilings")
+DATASET_ROLES = ("dataset", "datasets")
+
+
+def _data_ref(config: Mapping, ref: str, where: str) -> tuple[str, str]:
+    data, sep, name = ref.partition("/")
+    if not sep or data not in config["datasets"]:
+        raise _fail(where, f"{ref!r} must be <datasets entry>/<dataset>; entries: {sorted(config['datasets'])}")
+    return data, name
+
+
+def figure_inputs(config: Mapping, figure: str) -> tuple[list[str], dict[str, str | list[str]]]:
+    """Files a figure rule depends on, and the ``inputs`` mapping (role -> path or paths) for the plot function.
+
+    Table roles list experiments (their tidy CSVs); dataset roles name ``<datasets entry>/<dataset>`` folders,
+    on which the rule depends through the folder's manifest.
+    """
+    spec = config["figures"][figure]
+    files: list[str] = []
+    roles: dict[str, str | list[str]] = {}
+    for role in TABLE_ROLES:
+        if role in spec:
+            paths = [table_paths(config, e)[role] for e in spec[role]]
+            files += paths
+            roles[role] = paths
+    for role in DATASET_ROLES:
+        if role in spec:
+            refs = [spec[role]] if role == "dataset" else list(spec[role])
+            dirs = []
+            for ref in refs:
+                data, name = _data_ref(config, ref, f"figures.{figure}.{role}")
+                files.append(manifest(config, data))
+                dirs.append(f"{data_dir(config, data)}/{name}")
+            roles[role] = dirs[0] if role == "dataset" else dirs
+    return sorted(set(files)), roles
+
+
+def figure_options(config: Mapping, figure: str) -> dict:
+    """Plot options of a figure (config ``figures.<name>.options``), with ``demo`` set for the scorecard."""
+    options = dict(config["figures"][figure].get("options", {}))
+    if figure == "scorecard":
+        options.setdefault("demo", bool(config.get("demo", False)))
+    return options

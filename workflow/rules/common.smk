@@ -1,13 +1,13 @@
-import os
 import sys
 
 from snakemake.exceptions import WorkflowError
 
 # The package lives beside the Snakefile; jobs (local, conda or SLURM) import it through PYTHONPATH.
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
 
 from splicer import pipeline as P
+
+P.export_pythonpath(workflow.basedir)
 
 try:
     P.check_config(config)

@@ -1,4 +1,5 @@
 # Self-supervised pretraining: one job per experiment x method x pairing x loss x seed.
+import os
 
 RUN = f"{RES}/runs/{{experiment}}/{{method}}/{{pairing}}/{{loss}}/seed{{seed}}"
 RUN_LOG = f"{RES}/logs/runs/{{experiment}}/{{method}}/{{pairing}}/{{loss}}/seed{{seed}}"
@@ -28,7 +29,7 @@ rule pretrain:
     params:
         data=lambda w: P.dataset_path(config, w.experiment, config["experiments"][w.experiment]["pretrain"]),
         split=lambda w: P.split_flag(config, w.experiment),
-        out=RUN,
+        out=lambda w, output: os.path.dirname(output.encoder),
     log:
         f"{RUN_LOG}/pretrain.log",
     benchmark:
