@@ -7,7 +7,11 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+# The embedded demo is the default; a --configfile (or a profile's configfile) replaces it instead of being
+# merged into it (list several to layer them, e.g. --configfile config/config.yaml config/test.yaml).
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 ARCHS = ("resnet18", "resnet50", "resnet")
 _TORCHVISION_OUT_DIM = {"resnet18": 512, "resnet50": 2048}
@@ -42,6 +40,26 @@ def _stem_conv(in_channels: int, out_channels: int, small_stem: bool) -> nn.Conv
     if small_stem:
         return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
     return nn.Conv2d(in_channels, out_channels, kernel_size=7, stride=2, padding=3, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock (two 3x3 conv-BN, identity or projected shortcut), written out here so
+    that the CPU encoder does not pay for importing torchvision (seconds per job on a laptop)."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
 
 
 class NarrowResNet(nn.Module):
@@ -118,6 +136,8 @@ def build_encoder(
             raise ValueError(f"blocks={list(blocks)!r} only applies to arch 'resnet', not {arch!r}")
         if base_width != 64:
             raise ValueError(f"base_width={base_width!r} only applies to arch 'resnet', not {arch!r}")
+        import torchvision  # only here: importing it costs seconds, and the narrow ResNet does not need it
+
         encoder = getattr(torchvision.models, arch)(weights=None)
         encoder.conv1 = _stem_conv(in_channels, 64, small_stem)
         _kaiming_init(encoder.conv1)

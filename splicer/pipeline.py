@@ -151,12 +151,22 @@ def run_config(config: Mapping, run: Run) -> dict:
     return cfg
 
 
-def export_pythonpath(root: str) -> None:
-    """Put the repository on ``PYTHONPATH`` so that jobs (local, conda or SLURM) import this package."""
-    import os
+def export_environment(root: str) -> None:
+    """Let jobs (local, conda or SLURM, which inherit this environment) find this package and a Python.
 
-    parts = [root, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]]
-    os.environ["PYTHONPATH"] = os.pathsep.join(parts)
+    The repository goes on ``PYTHONPATH``; the folder of the interpreter running Snakemake goes on ``PATH`` so
+    that ``python`` in a shell rule is this venv's when Snakemake was started without activating it (a conda
+    env, when used, is activated in front of it).
+    """
+    import os
+    import sys
+
+    def prepend(var: str, entry: str) -> None:
+        rest = [p for p in os.environ.get(var, "").split(os.pathsep) if p and p != entry]
+        os.environ[var] = os.pathsep.join([entry, *rest])
+
+    prepend("PYTHONPATH", root)
+    prepend("PATH", os.path.dirname(sys.executable))
 
 
 def results_root(config: Mapping) -> str:

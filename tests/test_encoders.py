@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -297,3 +299,19 @@ def test_projector_no_hidden_and_errors() -> None:
         Projector(8, (4, 0), 3)
     with pytest.raises(ValueError, match="out_dim"):
         Projector(8, (4,), -1)
+
+
+def test_own_basic_block_equals_torchvision() -> None:
+    """The BasicBlock written out in splicer.encoders computes exactly torchvision's."""
+    from torchvision.models.resnet import BasicBlock as TorchvisionBlock
+
+    from splicer.encoders import BasicBlock
+
+    torch.manual_seed(0)
+    down = nn.Sequential(nn.Conv2d(4, 8, 1, stride=2, bias=False), nn.BatchNorm2d(8))
+    ours = BasicBlock(4, 8, 2, down)
+    theirs = TorchvisionBlock(4, 8, 2, copy.deepcopy(down))
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 4, 10, 10)
+    assert torch.equal(ours(x), theirs(x))

@@ -7,7 +7,7 @@ sys.path.insert(0, workflow.basedir)
 
 from splicer import pipeline as P
 
-P.export_pythonpath(workflow.basedir)
+P.export_environment(workflow.basedir)
 
 try:
     P.check_config(config)
