@@ -1,0 +1,343 @@
+"""On-disk dataset format: a directory of memory-mappable ``.npy`` arrays plus ``meta.json``.
+
+Layout of a dataset directory::
+
+    images.npy   (N, C, H, W) uint8 or uint16
+    labels.npy   (N,) int64, -1 = unlabelled, else an index into meta["class_names"]
+    split.npy    (N,) uint8, an index into meta["split_names"] (e.g. ["train", "val", "test"])
+    masks.npy    optional (N, M, H, W) uint8 in {0, 1}, one plane per meta["mask_names"]
+    meta.json    {"name", "channel_names", "class_names", "split_names", "mask_names", "info": {...}}
+
+Every validation failure raises :class:`DatasetFormatError` (a ``ValueError``) whose message names the
+offending file (full path) and key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "ARRAY_FILES",
+    "IMAGE_DTYPES",
+    "META_KEYS",
+    "DatasetFormatError",
+    "ImageDataset",
+    "load_dataset",
+    "save_dataset",
+    "to_float",
+]
+
+META_KEYS = ("name", "channel_names", "class_names", "split_names", "mask_names")
+IMAGE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+ARRAY_FILES = {"images": "images.npy", "labels": "labels.npy", "split": "split.npy", "masks": "masks.npy"}
+META_FILE = "meta.json"
+
+
+class DatasetFormatError(ValueError):
+    """A dataset directory or the arrays passed to :func:`save_dataset` do not follow the format."""
+
+
+def _fail(file: Path, key: str, problem: str) -> DatasetFormatError:
+    return DatasetFormatError(f"{file}: key {key!r}: {problem}")
+
+
+@dataclass
+class ImageDataset:
+    """Arrays of one dataset (possibly memory-mapped) and its metadata."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    split: np.ndarray
+    masks: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def n(self) -> int:
+        """Number of images."""
+        return int(self.images.shape[0])
+
+    @property
+    def channels(self) -> int:
+        """Number of image channels C."""
+        return int(self.images.shape[1])
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """Spatial shape (H, W)."""
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+    @property
+    def size(self) -> int:
+        """Largest spatial side max(H, W) (== H == W for square images, e.g. for encoder stem choice)."""
+        return max(self.hw)
+
+    @property
+    def channel_names(self) -> list[str]:
+        return list(self.meta.get("channel_names", []))
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta.get("class_names", []))
+
+    @property
+    def split_names(self) -> list[str]:
+        return list(self.meta.get("split_names", []))
+
+    @property
+    def mask_names(self) -> list[str]:
+        return list(self.meta.get("mask_names", []))
+
+    def select(self, split_name: str) -> ImageDataset:
+        """Rows whose split is ``split_name``; a contiguous block stays a memory-mapped view."""
+        names = self.split_names
+        if split_name not in names:
+            where = self.path / META_FILE if self.path is not None else "dataset"
+            raise DatasetFormatError(f"{where}: key 'split_names': unknown split {split_name!r}; have {names}")
+        idx = np.flatnonzero(np.asarray(self.split) == names.index(split_name))
+        if idx.size and idx[-1] - idx[0] + 1 == idx.size:
+            rows: slice | np.ndarray = slice(int(idx[0]), int(idx[-1]) + 1)
+        else:
+            rows = idx
+        return ImageDataset(
+            images=self.images[rows],
+            labels=self.labels[rows],
+            split=self.split[rows],
+            masks=None if self.masks is None else self.masks[rows],
+            meta=self.meta,
+            path=self.path,
+        )
+
+    def class_counts(self) -> dict[str, int]:
+        """Number of images per class name (unlabelled ``-1`` rows are not counted)."""
+        labels = np.asarray(self.labels)
+        counts = np.bincount(labels[labels >= 0], minlength=len(self.class_names))
+        return {name: int(c) for name, c in zip(self.class_names, counts, strict=False)}
+
+
+# ----------------------------------------------------------------------------------------------- validation
+def _check_str_list(meta: dict[str, Any], key: str, file: Path) -> list[str]:
+    value = meta[key]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise _fail(file, key, f"must be a list of strings, got {value!r}")
+    return list(value)
+
+
+def _validate_meta(meta: Any, file: Path) -> dict[str, Any]:
+    if not isinstance(meta, dict):
+        raise _fail(file, "meta", f"must be a JSON object, got {type(meta).__name__}")
+    for key in META_KEYS:
+        if key not in meta:
+            raise _fail(file, key, "missing from meta")
+    if not isinstance(meta["name"], str):
+        raise _fail(file, "name", f"must be a string, got {meta['name']!r}")
+    for key in META_KEYS[1:]:
+        _check_str_list(meta, key, file)
+    if not meta["split_names"]:
+        raise _fail(file, "split_names", "must name at least one split")
+    if "info" in meta and not isinstance(meta["info"], dict):
+        raise _fail(file, "info", f"must be a dict, got {type(meta['info']).__name__}")
+    return meta
+
+
+def _validate_arrays(
+    root: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    split: np.ndarray,
+    masks: np.ndarray | None,
+    meta: dict[str, Any],
+    *,
+    check_mask_values: bool,
+) -> None:
+    """Check shapes, dtypes, label/split codes and consistency with meta (mask values only when asked:
+    scanning a large memory-mapped mask file on every load would be slow)."""
+    f_img, f_lab, f_spl, f_msk = (root / ARRAY_FILES[k] for k in ("images", "labels", "split", "masks"))
+    f_meta = root / META_FILE
+    if images.ndim != 4:
+        raise _fail(f_img, "images", f"must be 4-D (N, C, H, W), got shape {images.shape}")
+    if images.dtype not in IMAGE_DTYPES:
+        raise _fail(f_img, "images", f"dtype must be uint8 or uint16, got {images.dtype}")
+    n, c, h, w = images.shape
+    if len(meta["channel_names"]) != c:
+        raise _fail(f_meta, "channel_names", f"has {len(meta['channel_names'])} names but images have C={c}")
+    if labels.ndim != 1 or labels.dtype != np.int64:
+        raise _fail(f_lab, "labels", f"must be 1-D int64, got shape {labels.shape} dtype {labels.dtype}")
+    if labels.shape[0] != n:
+        raise _fail(f_lab, "labels", f"length {labels.shape[0]} != number of images {n}")
+    if split.ndim != 1 or split.dtype != np.uint8:
+        raise _fail(f_spl, "split", f"must be 1-D uint8, got shape {split.shape} dtype {split.dtype}")
+    if split.shape[0] != n:
+        raise _fail(f_spl, "split", f"length {split.shape[0]} != number of images {n}")
+    n_classes, n_splits = len(meta["class_names"]), len(meta["split_names"])
+    if n:
+        lab, spl = np.asarray(labels), np.asarray(split)
+        if lab.min() < -1 or lab.max() >= n_classes:
+            raise _fail(f_lab, "labels", f"values must lie in [-1, {n_classes}) (class_names {meta['class_names']}), "
+                        f"got range [{lab.min()}, {lab.max()}]")
+        if spl.max() >= n_splits:
+            raise _fail(f_spl, "split", f"code {int(spl.max())} out of range for split_names "
+                        f"{meta['split_names']}")
+    n_masks = len(meta["mask_names"])
+    if masks is None:
+        if n_masks:
+            raise _fail(f_msk, "masks", f"file missing but meta mask_names = {meta['mask_names']}")
+        return
+    if masks.ndim != 4 or masks.dtype != np.uint8:
+        raise _fail(f_msk, "masks", f"must be 4-D uint8 (N, M, H, W), got shape {masks.shape} dtype {masks.dtype}")
+    if masks.shape[0] != n or masks.shape[2:] != (h, w):
+        raise _fail(f_msk, "masks", f"shape {masks.shape} does not match images {images.shape}")
+    if masks.shape[1] != n_masks:
+        raise _fail(f_meta, "mask_names", f"has {n_masks} names but masks have M={masks.shape[1]}")
+    if check_mask_values and masks.size and np.asarray(masks).max() > 1:
+        raise _fail(f_msk, "masks", "values must be 0 or 1")
+
+
+# -------------------------------------------------------------------------------------------------- save
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"meta value of type {type(obj).__name__} is not JSON serialisable: {obj!r}")
+
+
+def _as_int_array(x: Any, dtype: type, file: Path, key: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype == dtype:
+        return arr
+    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+        raise _fail(file, key, f"must be an integer array, got dtype {arr.dtype}")
+    info = np.iinfo(dtype)
+    if arr.size and (arr.min() < info.min or arr.max() > info.max):
+        raise _fail(file, key, f"values out of range for {np.dtype(dtype).name}")
+    return arr.astype(dtype)
+
+
+def save_dataset(
+    path: str | os.PathLike,
+    images: np.ndarray,
+    labels: np.ndarray,
+    split: np.ndarray,
+    meta: dict[str, Any],
+    masks: np.ndarray | None = None,
+) -> Path:
+    """Validate and write a dataset directory atomically; returns its path.
+
+    Files are written into ``<path>.tmp-<pid>`` which then replaces ``path`` (an existing dataset is first
+    moved aside, so readers never see a half-written directory). Integer labels/splits are cast to
+    int64/uint8 and boolean masks to uint8; images must already be uint8 or uint16.
+    """
+    root = Path(path).absolute()
+    images = np.asarray(images)
+    labels = _as_int_array(labels, np.int64, root / ARRAY_FILES["labels"], "labels")
+    split = _as_int_array(split, np.uint8, root / ARRAY_FILES["split"], "split")
+    if masks is not None:
+        masks = _as_int_array(masks, np.uint8, root / ARRAY_FILES["masks"], "masks")
+    meta = _validate_meta(dict(meta), root / META_FILE)
+    meta = {**meta, **{k: list(meta[k]) for k in META_KEYS[1:]}, "info": dict(meta.get("info", {}))}
+    _validate_arrays(root, images, labels, split, masks, meta, check_mask_values=True)
+    try:
+        meta_text = json.dumps(meta, indent=2, default=_json_default)
+    except TypeError as err:
+        raise _fail(root / META_FILE, "meta", str(err)) from err
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
+    old = root.with_name(f"{root.name}.old-{os.getpid()}")
+    for stale in (tmp, old):
+        if stale.exists():
+            shutil.rmtree(stale)
+    try:
+        tmp.mkdir()
+        arrays = {"images": images, "labels": labels, "split": split}
+        if masks is not None:
+            arrays["masks"] = masks
+        for key, arr in arrays.items():
+            np.save(tmp / ARRAY_FILES[key], np.ascontiguousarray(arr), allow_pickle=False)
+        (tmp / META_FILE).write_text(meta_text + "\n")
+        if root.exists():
+            os.replace(root, old)
+            try:
+                os.replace(tmp, root)
+            except BaseException:
+                os.replace(old, root)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+# -------------------------------------------------------------------------------------------------- load
+def _load_array(file: Path, key: str, mmap: bool) -> np.ndarray:
+    if not file.is_file():
+        raise _fail(file, key, "file missing")
+    try:
+        return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise _fail(file, key, f"cannot be read as .npy: {err}") from err
+
+
+def load_dataset(path: str | os.PathLike, mmap: bool = True) -> ImageDataset:
+    """Load and validate a dataset directory (arrays memory-mapped read-only when ``mmap``)."""
+    root = Path(path).absolute()
+    f_meta = root / META_FILE
+    if not root.is_dir():
+        raise _fail(root, "path", "dataset directory missing")
+    if not f_meta.is_file():
+        raise _fail(f_meta, "meta", "file missing")
+    try:
+        meta = json.loads(f_meta.read_text())
+    except json.JSONDecodeError as err:
+        raise _fail(f_meta, "meta", f"invalid JSON: {err}") from err
+    meta = _validate_meta(meta, f_meta)
+    meta.setdefault("info", {})
+    images = _load_array(root / ARRAY_FILES["images"], "images", mmap)
+    labels = _load_array(root / ARRAY_FILES["labels"], "labels", mmap)
+    split = _load_array(root / ARRAY_FILES["split"], "split", mmap)
+    f_msk = root / ARRAY_FILES["masks"]
+    masks = _load_array(f_msk, "masks", mmap) if f_msk.exists() else None
+    if masks is not None and not meta["mask_names"]:
+        raise _fail(f_meta, "mask_names", f"is empty but {f_msk.name} exists")
+    _validate_arrays(root, images, labels, split, masks, meta, check_mask_values=False)
+    return ImageDataset(images=images, labels=labels, split=split, masks=masks, meta=meta, path=root)
+
+
+# ------------------------------------------------------------------------------------------------ tensors
+def to_float(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 -> x/255, uint16 -> x/65535 as a float32 tensor (tensors stay on their device); float inputs
+    are returned as float32 unchanged in value."""
+    if isinstance(x, torch.Tensor):
+        if x.dtype == torch.uint8:
+            return x.float().div_(255.0)
+        if x.dtype == torch.uint16:
+            return x.float().div_(65535.0)
+        if x.is_floating_point():
+            return x.float()
+        raise TypeError(f"to_float: unsupported tensor dtype {x.dtype} (expected uint8, uint16 or float)")
+    arr = np.asarray(x)
+    if arr.dtype == np.uint8:
+        scale = 255.0
+    elif arr.dtype == np.uint16:
+        scale = 65535.0
+    elif np.issubdtype(arr.dtype, np.floating):
+        return torch.from_numpy(np.array(arr, dtype=np.float32))
+    else:
+        raise TypeError(f"to_float: unsupported array dtype {arr.dtype} (expected uint8, uint16 or float)")
+    out = np.array(arr, dtype=np.float32)
+    out /= np.float32(scale)
+    return torch.from_numpy(out)
