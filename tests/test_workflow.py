@@ -1,0 +1,120 @@
+"""Real Snakemake runs: the tiny config end to end, the paper config's DAG, lint, and config errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
+FIGURES = ["fig2a", "fig2b", "fig2c", "fig3a", "fig3b", "fig3c", "fig3d", "fig3e", "fig4a", "fig4b", "figS1a"]
+FIGURES += ["tableS2", "scorecard"]
+TIDY = ["experiment", "dataset", "method", "loss", "pairing", "seed", "task", "variant", "metric", "value"]
+
+
+def snakemake(*args: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [*SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def configs(*names: str) -> list[str]:
+    """``--configfile`` takes several files: keep it last on the command line (targets go before it)."""
+    return ["--configfile", *[str(ROOT / "config" / n) for n in names]]
+
+
+def jobs(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a dry run."""
+    table = dry_run_output.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+(\d+)\s*$", table, re.M)}
+
+
+@pytest.mark.slow
+def test_tiny_config_runs_end_to_end(tmp_path):
+    run = snakemake("all", "--cores", "2", "-d", str(tmp_path), *configs("config.yaml", "test.yaml"), cwd=ROOT)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    res = tmp_path / "results" / "test"
+    for name in FIGURES:
+        png, pdf = res / "figures" / f"{name}.png", res / "figures" / f"{name}.pdf"
+        image = mpimg.imread(png)
+        assert image.shape[0] > 100 and image.shape[1] > 100, name
+        assert pdf.read_bytes()[:5] == b"%PDF-", name
+    probes = pd.read_csv(res / "tables" / "mnist_cifar" / "probes.csv")
+    assert list(probes.columns[: len(TIDY)]) == TIDY
+    acc = probes[probes.metric == "accuracy"]
+    assert set(acc.variant) == {"rNONE", "rMNIST", "rCIFAR"}
+    assert set(acc.method) == {"baseline", "sigma_je", "trident", "splicer"}
+    assert set(acc.seed) == {0, 1}
+    assert acc.value.between(0, 1).all()
+    spectra = pd.read_csv(res / "tables" / "mnist_cifar" / "spectra.csv")
+    assert (spectra.groupby(["method", "pairing", "seed"]).value.max() == pytest.approx(1.0)).all()
+    ceilings = pd.read_csv(res / "tables" / "mnist_cifar" / "ceilings.csv")
+    assert set(ceilings.kind) == {"ssl_complex_only", "supervised_complex_only"}
+    corr = pd.read_csv(res / "tables" / "multiplex" / "correlations.csv")
+    assert "mean_abs_correlation" in set(corr.metric)
+    scorecard = pd.read_csv(res / "figures" / "scorecard.csv")
+    assert scorecard["data"].str.contains("demo").all() and scorecard.paper_value.notna().all()
+    # every run folder holds its encoder, metrics and evaluation; logs exist for every job that trained
+    for metrics in (res / "runs").glob("*/*/*/*/seed*/metrics.json"):
+        run_dir = metrics.parent
+        assert (run_dir / "encoder.pt").stat().st_size > 0 and (run_dir / "evaluation.json").exists()
+        assert json.loads(metrics.read_text())["steps"] > 0
+    # a second invocation has nothing to do
+    again = snakemake("-n", "--cores", "2", "-d", str(tmp_path), *configs("config.yaml", "test.yaml"), cwd=ROOT)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_paper_dry_run_lists_every_stage_for_every_dataset(tmp_path):
+    run = snakemake("all", "-n", "-d", str(tmp_path), *configs("paper.yaml"), cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    counts = jobs(run.stdout)
+    for rule in ("download", "build_data", "segment", "run_config", "pretrain", "evaluate", "supervised", "tables",
+                 *FIGURES, "all"):
+        assert counts.get(rule, 0) > 0, f"{rule} missing from the paper DAG: {counts}"
+    assert counts["build_data"] == 8  # MNIST-CIFAR, Orion-CRC, EuroSAT, MMEarth, NCT-CRC, Camelyon17, Chest/Pneumonia
+    assert counts["pretrain"] == counts["evaluate"] and counts["pretrain"] >= 150
+    for kind in ("mnist_cifar", "eurosat", "mmearth", "nct_crc", "camelyon17", "chestmnist", "pneumoniamnist",
+                 "orion_crc"):
+        assert f"resources/{kind}/" in run.stdout, kind
+
+
+def test_one_figure_runs_only_what_it_needs(tmp_path):
+    run = snakemake("fig2c", "-n", "-d", str(tmp_path), *configs("config.yaml", "test.yaml"), cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    counts = jobs(run.stdout)
+    assert counts["build_data"] == 1 and "segment" not in counts and "fig3b" not in counts
+    assert "results/test/runs/multiplex" not in run.stdout
+    assert counts["pretrain"] == 4 * 2 + 2  # mnist_cifar runs x seeds + the texture-only ceiling runs
+
+
+def test_lint_is_clean():
+    run = snakemake("--lint", cwd=ROOT, timeout=300)
+    assert "Congratulations, your workflow is in a good condition!" in run.stdout + run.stderr, run.stdout[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("experiments:\n  mnist_cifar:\n    pretrain_splt: train\n", "pretrain_splt"),
+        ("run_defaults:\n  train: {epocs: 3}\n", "epocs"),
+        ("experiments:\n  mnist_cifar:\n    runs: [{method: splicer, pairing: tex}]\n", "unknown pairing 'tex'"),
+        ("losses: [byol]\n", "byol"),
+    ],
+)
+def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, override, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(override)
+    run = snakemake("--cores", "1", "-d", str(tmp_path), "--configfile", str(ROOT / "config" / "config.yaml"),
+                    str(bad), cwd=ROOT, timeout=300)
+    assert run.returncode != 0
+    assert message in run.stdout + run.stderr
+    assert not (tmp_path / "results").exists()
