@@ -427,3 +427,39 @@ def figure_options(config: Mapping, figure: str) -> dict:
     if figure == "scorecard":
         options.setdefault("demo", bool(config.get("demo", False)))
     return options
+
+
+# ---- summary -------------------------------------------------------------------------------------------------
+
+
+def summarise(probe_tables: Iterable[str | Path], ceiling_tables: Iterable[str | Path], demo: bool) -> str:
+    """Markdown summary: probe accuracy mean ± sd over seeds per run and evaluation, then the ceilings."""
+    import pandas as pd
+
+    frames = [pd.read_csv(p) for p in probe_tables]
+    probes = pd.concat(frames) if frames else pd.DataFrame(columns=TIDY_COLUMNS)
+    acc = probes[probes.metric == "accuracy"]
+    keys = ["experiment", "method", "pairing", "loss", "task", "variant"]
+    rows = acc.groupby(keys, sort=False).value.agg(["mean", "std", "count"]).reset_index()
+    lines = [
+        f"# Results summary ({'embedded demo: synthetic analogues' if demo else 'real data'})",
+        "",
+        "Linear-probe test accuracy, mean ± sd over seeds (n).",
+        "",
+        "| experiment | method | pairing | loss | task | variant | accuracy |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows.itertuples():
+        sd = "" if pd.isna(r.std) else f" ± {r.std:.3f}"
+        lines.append(
+            f"| {r.experiment} | {r.method} | {r.pairing} | {r.loss} | {r.task} | {r.variant} | "
+            f"{r.mean:.3f}{sd} (n={r.count}) |"
+        )
+    ceil_frames = [pd.read_csv(p) for p in ceiling_tables]
+    ceilings = pd.concat(ceil_frames) if ceil_frames else pd.DataFrame()
+    if len(ceilings):
+        lines += ["", "Ceilings on the complex component alone (mean ± sd over seeds):", ""]
+        for (exp, kind), g in ceilings.groupby(["experiment", "kind"], sort=False):
+            sd = "" if len(g) < 2 else f" ± {g.value.std():.3f}"
+            lines.append(f"- {exp}, {kind}: {g.value.mean():.3f}{sd} (n={len(g)})")
+    return "\n".join(lines) + "\n"

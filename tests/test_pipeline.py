@@ -65,7 +65,7 @@ def test_paths(demo):
     assert P.run_dir(demo, run) == "results/demo/runs/histology/baseline/none/vicreg/seed0"
     assert P.manifest(demo, "histology") == "results/demo/segmented/histology/manifest.json"
     assert P.manifest(demo, "mnist_cifar") == "results/demo/data/mnist_cifar/manifest.json"
-    assert P.split_flag(demo, "mnist_cifar_texture_only") == "--split train"
+    assert P.split_flag(demo, "hyperspectral_rgb") == "--split train"
     assert P.split_flag(demo, "mnist_cifar") == ""
     args = P.evaluate_args(demo, "mnist_cifar")
     assert "--eval rMNIST=results/demo/data/mnist_cifar/rMNIST" in args and "--spectrum rNONE" in args
@@ -153,3 +153,22 @@ def test_collect_tables_reports_an_unreadable_result(demo, tmp_path):
     run = P.experiment_runs(demo, "mnist_cifar")[0]
     with pytest.raises(ValueError, match=r"evaluation\.json"):
         P.collect_tables(demo, "mnist_cifar", [(run, bad)])
+
+
+def test_summary_reports_mean_sd_and_ceilings(tmp_path):
+    import pandas as pd
+
+    rows = [
+        {"experiment": "e", "dataset": "d", "method": "splicer", "loss": "vicreg", "pairing": "cifar", "seed": s,
+         "task": "t", "variant": "rMNIST", "metric": "accuracy", "value": v}
+        for s, v in ((0, 0.6), (1, 0.7), (2, 0.8))
+    ]
+    probes = tmp_path / "probes.csv"
+    pd.DataFrame(rows).to_csv(probes, index=False)
+    ceilings = tmp_path / "ceilings.csv"
+    pd.DataFrame([{"experiment": "e", "kind": "supervised_complex_only", "task": "t", "method": "-", "loss": "-",
+                   "seed": 0, "metric": "accuracy", "value": 0.9}]).to_csv(ceilings, index=False)
+    text = P.summarise([probes], [ceilings], demo=True)
+    assert "embedded demo" in text
+    assert "| e | splicer | cifar | vicreg | t | rMNIST | 0.700 ± 0.100 (n=3) |" in text
+    assert "- e, supervised_complex_only: 0.900 (n=1)" in text

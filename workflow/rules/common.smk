@@ -36,4 +36,21 @@ def runs_of(experiment):
 def all_targets():
     figures = [f"{RES}/figures/{name}.png" for name in config.get("figures", {})]
     tables = [f"{RES}/tables/{e}/probes.csv" for e in EXPERIMENTS]
-    return figures + tables
+    return figures + tables + [f"{RES}/summary.md"]
+
+
+FIGURE_TABLES = ("fig4b", "tableS2", "scorecard")
+
+
+def _figure_outputs(name):
+    out = {
+        "png": report(
+            f"{RES}/figures/{name}.png",
+            caption=f"../report/{name}.rst",
+            category="Figures" if name not in FIGURE_TABLES else "Tables",
+        ),
+        "pdf": f"{RES}/figures/{name}.pdf",
+    }
+    if name in FIGURE_TABLES:
+        out["csv"] = f"{RES}/figures/{name}.csv"
+    return out

@@ -1,23 +1,6 @@
 # One target rule per paper figure / table (`snakemake fig2c`), reading only the tidy tables and example
 # datasets. Each output goes into the HTML report (`snakemake --report report.html`) with its caption.
 
-FIGURE_TABLES = ("fig4b", "tableS2", "scorecard")
-
-
-def _figure_outputs(name):
-    out = {
-        "png": report(
-            f"{RES}/figures/{name}.png",
-            caption=f"../report/{name}.rst",
-            category="Figures" if name not in FIGURE_TABLES else "Tables",
-        ),
-        "pdf": f"{RES}/figures/{name}.pdf",
-    }
-    if name in FIGURE_TABLES:
-        out["csv"] = f"{RES}/figures/{name}.csv"
-    return out
-
-
 for _name in config["figures"]:
 
     rule:
@@ -37,3 +20,18 @@ for _name in config["figures"]:
             "../../envs/plots.yaml"
         script:
             "../scripts/figure.py"
+
+
+rule summary:
+    input:
+        probes=[P.table_paths(config, e)["probes"] for e in EXPERIMENTS],
+        ceilings=[P.table_paths(config, e)["ceilings"] for e in EXPERIMENTS],
+    output:
+        report(f"{RES}/summary.md", caption="../report/summary.rst", category="Tables"),
+    log:
+        f"{RES}/logs/summary.log",
+    localrule: True
+    conda:
+        "../../envs/plots.yaml"
+    script:
+        "../scripts/summary.py"

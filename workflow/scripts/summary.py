@@ -1,0 +1,12 @@
+"""Snakemake adapter: the Markdown results summary (also printed to the log)."""
+
+from pathlib import Path
+
+from splicer import pipeline as P
+from splicer.logs import logged
+
+with logged(snakemake):  # noqa: F821 - injected by Snakemake
+    sm = snakemake  # noqa: F821
+    text = P.summarise(sm.input.probes, sm.input.ceilings, bool(sm.config.get("demo", False)))
+    Path(sm.output[0]).write_text(text)
+    print(text)
