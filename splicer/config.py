@@ -4,7 +4,7 @@ A run config has these sections (all but ``method`` optional)::
 
     method:      {name: splicer, inputs: [view, cifar], loss: vicreg, options: {chunk_sizes: [128, 128]}}
     components:  {cifar: {type: region, rows: [16, 32]}}          # see splicer.components
-    model:       {encoder: {arch: resnet18}, projector_hidden: [2048, 2048], embed_dim: 2048, fuse: true}
+    model:       {encoder: {arch: resnet18}, projector_hidden: [2048, 2048], embed_dim: 2048, fuse: auto}
     loss_options: {vicreg: {sim_weight: 25, var_weight: 25, cov_weight: 1}, simclr: {temperature: 0.2}}
     augment:     {crop_scale: [0.2, 1.0], ...}                      # see splicer.augment.AugmentConfig
     train:       {epochs: 200, batch_size: 256, ...}                # see splicer.train.TrainConfig
@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
         "encoder": {"arch": "resnet18"},
         "projector_hidden": [2048, 2048],
         "embed_dim": 2048,
-        "fuse": True,
+        "fuse": "auto",  # fuse identical component encoders on CUDA; on CPU grouped convs are slower than a loop
     },
     "loss_options": {"vicreg": {}, "simclr": {}},
     "augment": {},
@@ -88,6 +88,8 @@ def validate_run_config(cfg: Mapping, where: str = "run config") -> dict:
             cls.from_dict(merged[section])
         except (TypeError, ValueError) as err:
             raise ValueError(f"{where}: section {section!r}: {err}") from None
+    if merged["model"]["fuse"] not in (True, False, "auto"):
+        raise ValueError(f"{where}: model.fuse must be true, false or auto, got {merged['model']['fuse']!r}")
     if not isinstance(merged["method"]["inputs"], list):
         raise ValueError(f"{where}: method.inputs must be a list of component names or 'view'")
     return merged

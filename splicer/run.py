@@ -41,6 +41,16 @@ def _write_json(path: str | Path, obj: Any) -> None:
     _write_atomic(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2, default=float) + "\n"))
 
 
+def _fuse(setting: bool | str, device: str) -> bool:
+    """``auto``: fuse identical component encoders on CUDA only (on CPU, oneDNN's grouped convolutions are
+    ~1.6x slower than a loop over the separate encoders; benchmarks/speed.py)."""
+    if setting != "auto":
+        return bool(setting)
+    from splicer.train import resolve_device
+
+    return resolve_device(device).type == "cuda"
+
+
 def build_model(cfg: Mapping, channel_names: list[str], mask_names: list[str], input_shape: tuple[int, int, int]):
     """Build the :class:`~splicer.methods.SSLModel` a validated run config describes, for one dataset's shape."""
     from splicer.augment import AugmentConfig, BatchAugment
@@ -60,7 +70,7 @@ def build_model(cfg: Mapping, channel_names: list[str], mask_names: list[str], i
         list(model["projector_hidden"]),
         augment=BatchAugment(AugmentConfig.from_dict(cfg["augment"])),
         loss_options=cfg["loss_options"],
-        fuse=bool(model["fuse"]),
+        fuse=_fuse(model["fuse"], cfg["train"].get("device", "auto")),
     )
 
 
