@@ -56,7 +56,7 @@ def test_run_config_merges_defaults_experiment_and_run(demo):
     assert cfg["components"]["cifar"] == {"type": "region", "rows": [16, 32]}
     assert cfg["model"]["embed_dim"] == demo["run_defaults"]["model"]["embed_dim"]
     multiplex = P.run_config(demo, P.Run("multiplex", "splicer", "channels", "vicreg", 0))
-    assert multiplex["model"]["embed_dim"] == 228  # experiment override
+    assert multiplex["model"]["embed_dim"] == 255  # experiment override
     assert multiplex["model"]["encoder"] == demo["run_defaults"]["model"]["encoder"]  # deep-merged, not replaced
 
 
@@ -88,7 +88,7 @@ def test_paths(demo):
         ),
         (
             lambda c: c["experiments"]["mnist_cifar"]["runs"].append({"method": "splicer", "pairing": "all"}),
-            "runs\\[8\\].pairing: unknown pairing 'all'",
+            "runs\\[4\\].pairing: unknown pairing 'all'",
         ),
         (
             lambda c: c["experiments"]["mnist_cifar"]["runs"].append({"method": "baseline", "pairing": "none"}),
@@ -103,8 +103,8 @@ def test_paths(demo):
             "baseline pairs only",
         ),
         (
-            lambda c: c["experiments"]["multiplex"]["run_overrides"]["model"].update(embed_dim=100),
-            "does not split into 19 equal chunks",
+            lambda c: c["experiments"]["multiplex"]["run_overrides"]["model"].update(embed_dim=101),
+            "does not split into 5 equal chunks",
         ),
         (lambda c: c["run_defaults"]["train"].update(epochz=3), "section 'train'.*epochz"),
         (lambda c: c["run_defaults"]["model"].update(depth=3), "unknown key.*depth.*section 'model'"),
