@@ -15,15 +15,6 @@ ATOL, RTOL = 1e-5, 1e-4
 SMALL = {"arch": "resnet", "base_width": 8, "blocks": (2, 1, 1)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and thrash on a busy 2-core machine)."""
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
-
-
 # ---------------------------------------------------------------------------------------------- build_encoder
 
 

@@ -24,15 +24,6 @@ from splicer.evaluate import (
 CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: intra-op threads only add sync overhead (badly so on a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ------------------------------------------------------------------------------------------------------ embed
 class TinyEncoder(nn.Module):
     def __init__(self, in_channels: int = 3, out_dim: int = 5) -> None:

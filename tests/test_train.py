@@ -23,15 +23,6 @@ from splicer.train import NonFiniteLossError, Preempted, TrainConfig, train
 N, C, S = 40, 2, 8  # 40 images, batch 8 -> 5 steps per epoch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is ~50x faster than two when the 2 CPU cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class ToyModel(nn.Module):
     """Implements the trainer protocol: MSE between embeddings of two noisy views, plus a variance term."""
 
