@@ -7,6 +7,8 @@ Each step reads and writes files only, so a rule (or a user) can run one step by
     probe_features(features.npz, out.json)           -> linear (or MLP) probe accuracy / AUC
     spectrum_features(features.npz, out.csv)         -> ranked singular values of the representation
     correlate_features(features.npz, dataset_dir, out.json) -> mean |corr| with per-channel intensities
+    evaluate_run(encoder.pt, {name: dataset_dir}, out.json) -> all of the above for one run, in one process
+    supervised(run_config, dataset_dir, out.json)    -> supervised ceiling with the same encoder
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ __all__ = [
     "build_model",
     "correlate_features",
     "embed_dataset",
+    "evaluate_run",
     "load_features",
     "pretrain",
     "probe_features",
     "spectrum_features",
+    "supervised",
 ]
 
 
