@@ -3,9 +3,14 @@
 Segmenters are registered in ``SEGMENTERS`` by name; each maps a dataset to ``(N, M, H, W)`` uint8 masks and
 their names. Implemented here:
 
-* ``truth``: the masks a dataset already carries (the demo generators know them by construction). It stands
-  in for HoVer-Net (nuclei) and HybridGNet (lungs) until the classical and pretrained segmenters land; the
-  record says which segmenter made the masks, so figures and tables can tell.
+* ``truth``: the masks a dataset already carries (the demo generators know them by construction).
+* ``classical_nuclei``: haematoxylin channel by colour deconvolution, Otsu, opening, size filter
+  (:mod:`splicer.segmenters`); the offline stand-in for HoVer-Net.
+* ``classical_lungs``: body by multi-level Otsu, dark regions inside it, one component per image half; the
+  offline stand-in for HybridGNet.
+
+The pretrained HoVer-Net / HybridGNet paths are planned (``PLANNED``). When the input dataset already carries
+masks of the same names (the demo's ground truth), the record also holds the segmenter's Dice against them.
 
 The output dataset links (or copies) the input arrays and adds ``masks.npy`` plus ``segmentation.json``
 (segmenter, version, mask names, mask coverage).
@@ -22,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from splicer.data.format import ImageDataset, load_dataset
+from splicer.segmenters import classical_lungs, classical_nuclei, dice
 
 __all__ = ["SEGMENTERS", "segment_dataset", "segment_manifest"]
 
@@ -37,8 +43,12 @@ def _truth(data: ImageDataset) -> tuple[np.ndarray, list[str]]:
     return np.asarray(data.masks), list(data.mask_names)
 
 
-SEGMENTERS: dict[str, Callable[[ImageDataset], tuple[np.ndarray, list[str]]]] = {"truth": _truth}
-PLANNED = ("classical_nuclei", "classical_lungs", "hovernet", "hybridgnet")
+SEGMENTERS: dict[str, Callable[[ImageDataset], tuple[np.ndarray, list[str]]]] = {
+    "truth": _truth,
+    "classical_nuclei": classical_nuclei,
+    "classical_lungs": classical_lungs,
+}
+PLANNED = ("hovernet", "hybridgnet")
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -48,12 +58,22 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _dice_vs_stored(data: ImageDataset, masks: np.ndarray, names: list[str]) -> dict[str, float]:
+    """Dice of each produced mask against a stored mask of the same name (the demo's ground truth), if any."""
+    if data.masks is None:
+        return {}
+    stored = list(data.mask_names)
+    return {
+        n: dice(masks[:, i], np.asarray(data.masks[:, stored.index(n)])) for i, n in enumerate(names) if n in stored
+    }
+
+
 def segment_dataset(src: str | Path, dst: str | Path, segmenter: str) -> dict:
     """Write ``dst`` = dataset ``src`` with masks from ``segmenter``; returns the segmentation record."""
     if segmenter in PLANNED:
         raise NotImplementedError(
             f"segmenter {segmenter!r} is not implemented yet (segmentation work in progress); "
-            "the demo uses 'truth' (masks known by construction)"
+            "use 'classical_nuclei' / 'classical_lungs' (offline) or 'truth' (masks known by construction)"
         )
     if segmenter not in SEGMENTERS:
         raise ValueError(f"unknown segmenter {segmenter!r}; choose one of {sorted(SEGMENTERS)}")
@@ -73,6 +93,7 @@ def segment_dataset(src: str | Path, dst: str | Path, segmenter: str) -> dict:
     record = {
         "segmenter": segmenter,
         "version": SEGMENTER_VERSION,
+        "dice_vs_stored_masks": _dice_vs_stored(data, masks, names),
         "source": str(src),
         "mask_names": names,
         "coverage": {n: float(masks[:, i].mean()) for i, n in enumerate(names)},
