@@ -78,8 +78,44 @@ def build_model(cfg: Mapping, channel_names: list[str], mask_names: list[str], i
     )
 
 
+def data_fingerprint(dataset_dir: str | Path) -> dict[str, list[int]]:
+    """Size and modification time of each file of a dataset (links resolved): changes when it is rebuilt."""
+    out = {}
+    for path in sorted(Path(dataset_dir).iterdir()):
+        if path.suffix in (".npy", ".json"):
+            st = path.resolve().stat()
+            out[path.name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def _set_aside_stale_checkpoint(out: Path, state: dict) -> None:
+    """Resume only the same run on the same data: a checkpoint from another run config or from data that has
+    since been rebuilt (new masks, say) is renamed ``checkpoint.stale-<time>.pt`` (kept, not deleted)."""
+    import logging
+    import time
+
+    ckpt, state_file = out / "checkpoint.pt", out / "run_state.json"
+    if not ckpt.exists():
+        return
+    try:
+        previous = json.loads(state_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        previous = None
+    if previous != json.loads(json.dumps(state)):
+        stamp, n = time.strftime("%Y%m%d-%H%M%S"), 0
+        while (stale := out / f"checkpoint.stale-{stamp}{f'-{n}' if n else ''}.pt").exists():
+            n += 1
+        os.replace(ckpt, stale)
+        logging.getLogger(__name__).warning(
+            "%s: the run config or the data changed since this checkpoint; moved it to %s and starting afresh",
+            ckpt,
+            stale.name,
+        )
+
+
 def pretrain(cfg: Mapping, dataset_dir: str | Path, out_dir: str | Path, split: str | None = None) -> dict:
-    """Pretrain on a dataset (optionally one split of it); resumes from ``out_dir/checkpoint.pt`` if present."""
+    """Pretrain on a dataset (optionally one split of it); resumes from ``out_dir/checkpoint.pt`` if present
+    and it was written by the same run config on the same data (else it is set aside and training restarts)."""
     import torch
 
     from splicer.data.format import load_dataset
@@ -93,6 +129,9 @@ def pretrain(cfg: Mapping, dataset_dir: str | Path, out_dir: str | Path, split: 
     model = build_model(cfg, data.channel_names, data.mask_names, tuple(data.images.shape[1:]))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    state = {"run_config": cfg, "split": split, "data": data_fingerprint(dataset_dir)}
+    _set_aside_stale_checkpoint(out, state)
+    _write_json(out / "run_state.json", state)
     _write_atomic(out / "run_config.json", lambda p: p.write_text(json.dumps(cfg, indent=2) + "\n"))
     return train(model, np.asarray(data.images), train_cfg, out, masks=data.masks)
 

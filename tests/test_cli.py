@@ -62,3 +62,28 @@ def test_override_and_missing_dataset(tmp_path, capsys):
                  "-s", "train.epochs=2"])
     assert code == EXIT_BAD_INPUT
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_checkpoint_of_another_config_or_rebuilt_data_is_set_aside(tmp_path, data):
+    """Resume only the same run on the same data; a stale checkpoint is kept aside, never silently reused."""
+    import os
+
+    from splicer.config import load_run_config
+    from splicer.run import pretrain
+
+    out = tmp_path / "run"
+    cfg = load_run_config(RUN)
+    pretrain(cfg, data, out)
+    first = (out / "encoder.pt").read_bytes()
+    pretrain(cfg, data, out)  # same run, same data: the finished checkpoint is reused
+    assert not list(out.glob("checkpoint.stale-*.pt"))
+    assert (out / "encoder.pt").read_bytes() == first
+
+    other = load_run_config({**RUN, "augment": {"p_hflip": 1.0}})
+    pretrain(other, data, out)  # another config: set aside, trained afresh
+    assert len(list(out.glob("checkpoint.stale-*.pt"))) == 1
+
+    labels = data / "labels.npy"
+    os.utime(labels, ns=(labels.stat().st_atime_ns, labels.stat().st_mtime_ns + 10**9))  # the data were rebuilt
+    pretrain(other, data, out)
+    assert len(list(out.glob("checkpoint.stale-*.pt"))) == 2  # both kept, even within the same second
