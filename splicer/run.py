@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from splicer.fileio import write_atomic, write_json
+
 __all__ = [
     "build_model",
     "correlate_features",
@@ -32,17 +34,6 @@ __all__ = [
     "spectrum_features",
     "supervised",
 ]
-
-
-def _write_atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: str | Path, obj: Any) -> None:
-    _write_atomic(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2, default=float) + "\n"))
 
 
 def _fuse(setting: bool | str, device: str) -> bool:
@@ -131,8 +122,8 @@ def pretrain(cfg: Mapping, dataset_dir: str | Path, out_dir: str | Path, split: 
     out.mkdir(parents=True, exist_ok=True)
     state = {"run_config": cfg, "split": split, "data": data_fingerprint(dataset_dir)}
     _set_aside_stale_checkpoint(out, state)
-    _write_json(out / "run_state.json", state)
-    _write_atomic(out / "run_config.json", lambda p: p.write_text(json.dumps(cfg, indent=2) + "\n"))
+    write_json(out / "run_state.json", state)
+    write_atomic(out / "run_config.json", lambda p: p.write_text(json.dumps(cfg, indent=2) + "\n"))
     return train(model, np.asarray(data.images), train_cfg, out, masks=data.masks)
 
 
@@ -162,7 +153,7 @@ def embed_dataset(
         with open(p, "wb") as fh:
             np.savez(fh, **arrays)
 
-    _write_atomic(out, write)
+    write_atomic(out, write)
     return out
 
 
@@ -198,7 +189,7 @@ def probe_features(
     else:
         raise ValueError(f"unknown probe head {head!r}; choose 'linear' or 'mlp'")
     result = {"head": head, **result}
-    _write_json(out_path, result)
+    write_json(out_path, result)
     return result
 
 
@@ -210,7 +201,7 @@ def spectrum_features(features_path: str | Path, out_path: str | Path, split: st
     X, _ = _split(f, split, features_path)
     s = singular_values(X, normalise=True)
     rows = "rank,singular_value\n" + "".join(f"{i + 1},{v:.8g}\n" for i, v in enumerate(s))
-    _write_atomic(Path(out_path), lambda p: p.write_text(rows))
+    write_atomic(Path(out_path), lambda p: p.write_text(rows))
     return s
 
 
@@ -232,7 +223,7 @@ def correlate_features(
         "mean_abs_correlation": float(mean_abs),
         "per_channel": dict(zip(data.channel_names, map(float, per_channel), strict=True)),
     }
-    _write_json(out_path, result)
+    write_json(out_path, result)
     return result
 
 
@@ -307,7 +298,7 @@ def supervised(cfg: Mapping, dataset_dir: str | Path, out_path: str | Path, seed
         "n_train": train_set.n,
         "n_test": test_set.n,
     }
-    _write_json(out_path, result)
+    write_json(out_path, result)
     return result
 
 
@@ -344,5 +335,5 @@ def evaluate_run(
                 results["spectra"][name] = [float(v) for v in values]
             if name in correlate:
                 results["correlations"][name] = correlate_features(feats, data, Path(tmp) / f"{name}-corr.json")
-    _write_json(out_path, results)
+    write_json(out_path, results)
     return results

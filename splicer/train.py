@@ -22,7 +22,6 @@ import csv
 import functools
 import hashlib
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from splicer.fileio import write_atomic, write_json
 from splicer.optim import OPTIMIZERS, build_optimizer, set_lr, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -202,18 +202,13 @@ def _batches(
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
 
-
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, save)
 
 
 def _save_encoder(encoder: nn.Module, path: Path) -> None:
@@ -459,7 +454,7 @@ def train(
             "device": str(device),
             "resumed_from_step": resumed_from,
         }
-        _write_json_atomic(summary, out / METRICS_JSON)
+        write_json(out / METRICS_JSON, summary)
         if flag["signal"] is not None:
             log.warning("signal %s received after the last step; the run is complete", flag["signal"])
     return summary

@@ -6,10 +6,10 @@ pipeline treats it as the marker that the whole folder is complete, so an interr
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
+
+from splicer.fileio import write_json
 
 __all__ = ["REAL_KINDS", "build_data", "write_manifest"]
 
@@ -22,11 +22,7 @@ def write_manifest(folder: str | Path, info: Mapping) -> Path:
     names = sorted(p.name for p in folder.iterdir() if (p / "meta.json").is_file())
     if not names:
         raise ValueError(f"{folder} holds no dataset (no */meta.json) after the build")
-    path = folder / "manifest.json"
-    tmp = path.with_name(f".manifest.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({**info, "datasets": names}, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(folder / "manifest.json", {**info, "datasets": names})
 
 
 def build_data(spec: Mapping, out_dir: str | Path, archives: list[str | Path] = ()) -> Path:
