@@ -382,6 +382,19 @@ def archive_targets(config: Mapping, data: str) -> list[str]:
     return [f"resources/{spec['kind']}/{a.name}" for a in archives(spec["kind"], **spec.get("source", {}))]
 
 
+def archive_options(config: Mapping, kind: str, file: str) -> dict:
+    """The ``source`` options (mirror, checksums, slides, size) of the first ``datasets`` entry of ``kind`` that
+    is built from archive ``file``; empty when none is (the file is then looked up among all variants)."""
+    from splicer.data.sources import archives
+
+    for spec in config["datasets"].values():
+        if spec["kind"] == kind:
+            source = dict(spec.get("source", {}))
+            if any(a.name == file for a in archives(kind, **source)):
+                return source
+    return {}
+
+
 # ---- figures -------------------------------------------------------------------------------------------------
 
 TABLE_ROLES = ("probes", "spectra", "correlations", "ceilings")

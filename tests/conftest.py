@@ -11,3 +11,12 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def server():
+    """A loopback HTTP server (tests/loopback.py): add ``Route``s to ``server.routes``; stopped afterwards."""
+    from loopback import serving
+
+    with serving() as state:
+        yield state

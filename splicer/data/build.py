@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from splicer.data.real import BUILDERS, builder
+from splicer.data.real.common import Caps
 from splicer.fileio import write_json
 
 __all__ = ["REAL_KINDS", "build_data", "write_manifest"]
 
-REAL_KINDS = ("mnist_cifar", "orion_crc", "eurosat", "mmearth", "nct_crc", "camelyon17", "chestmnist", "pneumoniamnist")
+REAL_KINDS = tuple(BUILDERS)
 
 
 def write_manifest(folder: str | Path, info: Mapping) -> Path:
@@ -36,8 +38,11 @@ def build_data(spec: Mapping, out_dir: str | Path, archives: list[str | Path] = 
         make_demo(spec["family"], out, seed=int(spec.get("seed", 0)), **dict(spec.get("params", {})))
         return write_manifest(out, {"kind": "demo", "family": spec["family"], "seed": spec.get("seed", 0)})
     if kind in REAL_KINDS:
-        raise NotImplementedError(
-            f"the builder of real dataset kind {kind!r} is not implemented yet (real-data work in progress); "
-            f"its archives are {[str(a) for a in archives]}. Use the embedded demo (config/config.yaml) meanwhile."
-        )
+        files = {Path(a).name: Path(a) for a in archives}
+        caps = Caps.from_spec(spec)
+        seed = int(spec.get("seed", 0))
+        params = dict(spec.get("params", {}))
+        builder(kind)(out, files, params, caps, seed)
+        info = {"kind": kind, "seed": seed, "params": params, "caps": caps.limits, "archives": sorted(files)}
+        return write_manifest(out, info)
     raise ValueError(f"unknown dataset kind {kind!r}; choose 'demo' or one of {list(REAL_KINDS)}")

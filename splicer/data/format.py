@@ -29,6 +29,7 @@ __all__ = [
     "IMAGE_DTYPES",
     "META_KEYS",
     "DatasetFormatError",
+    "DatasetWriter",
     "ImageDataset",
     "load_dataset",
     "save_dataset",
@@ -254,10 +255,8 @@ def save_dataset(
 
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-    old = root.with_name(f"{root.name}.old-{os.getpid()}")
-    for stale in (tmp, old):
-        if stale.exists():
-            shutil.rmtree(stale)
+    if tmp.exists():
+        shutil.rmtree(tmp)
     try:
         tmp.mkdir()
         arrays = {"images": images, "labels": labels, "split": split}
@@ -266,20 +265,110 @@ def save_dataset(
         for key, arr in arrays.items():
             np.save(tmp / ARRAY_FILES[key], np.ascontiguousarray(arr), allow_pickle=False)
         (tmp / META_FILE).write_text(meta_text + "\n")
-        if root.exists():
-            os.replace(root, old)
-            try:
-                os.replace(tmp, root)
-            except BaseException:
-                os.replace(old, root)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, root)
+        _move_into_place(tmp, root)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+class DatasetWriter:
+    """Write a dataset too large for memory row by row into memory-mapped files, atomically on :meth:`close`.
+
+    ``images.npy`` (and ``masks.npy`` if ``n_masks``) are created at full size in ``<path>.tmp-<pid>``; rows are
+    filled with :meth:`write` (any order); :meth:`close` validates everything as :func:`save_dataset` does and
+    moves the directory into place. Leaving the ``with`` block on an exception deletes the temp directory, so a
+    half-built dataset is never seen. Labels and splits are kept in memory (8 + 1 bytes per row).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        n: int,
+        shape: tuple[int, int, int],
+        meta: dict[str, Any],
+        dtype: Any = np.uint8,
+        n_masks: int = 0,
+    ) -> None:
+        self.root = Path(path).absolute()
+        self.meta = _validate_meta(dict(meta), self.root / META_FILE)
+        if np.dtype(dtype) not in IMAGE_DTYPES:
+            raise _fail(self.root / ARRAY_FILES["images"], "images", f"dtype must be uint8 or uint16, got {dtype}")
+        self.tmp = self.root.with_name(f"{self.root.name}.tmp-{os.getpid()}")
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True)
+        c, h, w = shape
+        self.images = np.lib.format.open_memmap(self.tmp / ARRAY_FILES["images"], "w+", np.dtype(dtype), (n, c, h, w))
+        self.masks = (
+            np.lib.format.open_memmap(self.tmp / ARRAY_FILES["masks"], "w+", np.uint8, (n, n_masks, h, w))
+            if n_masks
+            else None
+        )
+        self.labels = np.full(n, -1, np.int64)
+        self.split = np.zeros(n, np.uint8)
+        self.written = np.zeros(n, bool)
+
+    def write(self, row: int, image: np.ndarray, label: int, split: int, mask: np.ndarray | None = None) -> None:
+        """Fill row ``row``: image (C, H, W), integer label (-1 = none), split code, masks (M, H, W)."""
+        self.images[row] = image
+        self.labels[row] = label
+        self.split[row] = split
+        if self.masks is not None:
+            if mask is None:
+                raise _fail(self.root / ARRAY_FILES["masks"], "masks", f"row {row} written without its masks")
+            self.masks[row] = mask
+        self.written[row] = True
+
+    def close(self) -> Path:
+        """Validate, write labels/split/meta and move the dataset into place; returns its path."""
+        if not self.written.all():
+            missing = np.flatnonzero(~self.written)
+            raise _fail(self.root / ARRAY_FILES["images"], "images",
+                        f"{missing.size} rows never written (first: {missing[:5].tolist()})")
+        self.images.flush()
+        if self.masks is not None:
+            self.masks.flush()
+        meta = {**self.meta, **{k: list(self.meta[k]) for k in META_KEYS[1:]}, "info": dict(self.meta.get("info", {}))}
+        _validate_arrays(self.root, self.images, self.labels, self.split, self.masks, meta, check_mask_values=False)
+        if self.masks is not None and self.masks.size and self.masks.max() > 1:
+            raise _fail(self.root / ARRAY_FILES["masks"], "masks", "values must be 0 or 1")
+        np.save(self.tmp / ARRAY_FILES["labels"], self.labels, allow_pickle=False)
+        np.save(self.tmp / ARRAY_FILES["split"], self.split, allow_pickle=False)
+        (self.tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+        del self.images, self.masks
+        _move_into_place(self.tmp, self.root)
+        return self.root
+
+    def abort(self) -> None:
+        """Delete the temp directory (nothing is moved into place)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif self.tmp.exists():
+            self.close()
+
+
+def _move_into_place(tmp: Path, root: Path) -> None:
+    """Replace ``root`` by the finished directory ``tmp`` (an existing ``root`` is moved aside first)."""
+    old = root.with_name(f"{root.name}.old-{os.getpid()}")
+    if old.exists():
+        shutil.rmtree(old)
+    if root.exists():
+        os.replace(root, old)
+        try:
+            os.replace(tmp, root)
+        except BaseException:
+            os.replace(old, root)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, root)
 
 
 # -------------------------------------------------------------------------------------------------- load

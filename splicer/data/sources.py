@@ -32,6 +32,7 @@ __all__ = [
     "MEDMNIST_FLAGS",
     "ORION_FILES",
     "ORION_SLIDES",
+    "SOURCE_OPTIONS",
     "Archive",
     "archives",
     "find_archive",
@@ -356,8 +357,44 @@ def _no_options(kind: str, options: dict[str, Any], allowed: Iterable[str] = ())
         raise ValueError(f"kind {kind!r} takes no option(s) {extra}" + (f"; options: {allowed}" if allowed else ""))
 
 
+SOURCE_OPTIONS = ("mirror", "checksums")
+"""Options every kind takes: ``mirror`` (a base URL serving the same file names, e.g. an institutional copy)
+and ``checksums`` (``{file name: "sha256:<hex>" | "md5:<hex>"}``: pin the digest of a file you repackaged or
+mirrored yourself; it replaces the published checksum and size of that file)."""
+
+
 def archives(kind: str, **options: Any) -> list[Archive]:
-    """The archives a dataset ``kind`` is built from (options: ``size`` for MedMNIST; ``slides``/``files``)."""
+    """The archives a dataset ``kind`` is built from (options: ``size`` for MedMNIST; ``slides``/``files`` for
+    Orion-CRC; ``mirror``/``checksums`` for any kind, see :data:`SOURCE_OPTIONS`)."""
+    mirror, checksums = options.pop("mirror", None), options.pop("checksums", None)
+    found = _kind_archives(kind, **options)
+    if mirror is None and checksums is None:
+        return found
+    return _redirect(kind, found, mirror, dict(checksums or {}))
+
+
+def _redirect(kind: str, found: list[Archive], mirror: str | None, checksums: dict[str, str]) -> list[Archive]:
+    if mirror is not None and not re.match(r"https?://", str(mirror)):
+        raise ValueError(f"kind {kind!r}: source.mirror must be an http(s) URL, got {mirror!r}")
+    names = [a.name for a in found]
+    if unknown := sorted(set(checksums) - set(names)):
+        raise ValueError(f"kind {kind!r}: source.checksums names unknown file(s) {unknown}; files: {names}")
+    out = []
+    for archive in found:
+        url = archive.url if mirror is None else f"{str(mirror).rstrip('/')}/{archive.name}"
+        digests: dict[str, Any] = {"md5": archive.md5, "sha256": archive.sha256, "size": archive.size}
+        if archive.name in checksums:
+            algo, sep, value = str(checksums[archive.name]).partition(":")
+            if not sep or algo not in _HEX:
+                raise ValueError(f"kind {kind!r}: source.checksums[{archive.name!r}] must be 'sha256:<hex>' or "
+                                 f"'md5:<hex>', got {checksums[archive.name]!r}")
+            digests = {"md5": None, "sha256": None, "size": None, algo: value.lower()}
+        note = archive.note + (f" [mirror {mirror}]" if mirror else "")
+        out.append(Archive(archive.name, url, note=note, **digests))
+    return out
+
+
+def _kind_archives(kind: str, **options: Any) -> list[Archive]:
     if kind in ARCHIVES:
         _no_options(kind, options)
         return list(ARCHIVES[kind])

@@ -8,6 +8,7 @@ rule download:
     params:
         kind="{kind}",
         file="{file}",
+        source=lambda w: P.archive_options(config, w.kind, w.file),
     log:
         "logs/download/{kind}/{file}.log",
     localrule: True

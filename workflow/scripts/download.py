@@ -4,9 +4,8 @@ from pathlib import Path
 
 from splicer.data.download import fetch
 from splicer.data.sources import find_archive
-
 from splicer.logs import logged
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    archive = find_archive(snakemake.params.kind, snakemake.params.file)  # noqa: F821
+    archive = find_archive(snakemake.params.kind, snakemake.params.file, **snakemake.params.source)  # noqa: F821
     fetch(archive, Path(snakemake.output[0]).parent)  # noqa: F821

@@ -1,0 +1,33 @@
+"""Builders of the paper's real datasets, one module per upstream source (imported only when used).
+
+Each module exposes ``build(out, files, params, caps, seed) -> {dataset name: path}`` (see
+:mod:`splicer.data.real.common`) and writes the same dataset names, channel, class and split names as the
+matching demo family of :mod:`splicer.data.demo`, so one experiments config runs on demo or real data.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+__all__ = ["BUILDERS", "builder"]
+
+BUILDERS = {
+    "mnist_cifar": "mnist_cifar",
+    "chestmnist": "medmnist",
+    "pneumoniamnist": "medmnist",
+    "eurosat": "sentinel2",
+    "mmearth": "sentinel2",
+    "nct_crc": "histology",
+    "camelyon17": "histology",
+    "orion_crc": "orion",
+}
+"""Dataset kind -> module of :mod:`splicer.data.real` holding its builder (``build_<kind>``)."""
+
+
+def builder(kind: str) -> Callable:
+    """The builder function of a real dataset ``kind``."""
+    if kind not in BUILDERS:
+        raise ValueError(f"no builder for dataset kind {kind!r}; real kinds: {sorted(BUILDERS)}")
+    module = importlib.import_module(f"splicer.data.real.{BUILDERS[kind]}")
+    return getattr(module, f"build_{kind}")
