@@ -347,8 +347,9 @@ def orion_archives(slides: Sequence[str], files: Iterable[str] = ("image", "cell
 
 # ---------------------------------------------------------------------------------------------------------------
 _DYNAMIC = ("chestmnist", "pneumoniamnist", "orion_crc")
-KINDS: tuple[str, ...] = ("demo", *ARCHIVES, *_DYNAMIC)
-"""Every kind :func:`archives` knows (``demo`` is generated locally and has no archives)."""
+KINDS: tuple[str, ...] = ("demo", "folder", *ARCHIVES, *_DYNAMIC)
+"""Every kind :func:`archives` knows (``demo`` is generated locally and ``folder`` -- the user's own images --
+is read in place: neither has archives)."""
 
 
 def _no_options(kind: str, options: dict[str, Any], allowed: Iterable[str] = ()) -> None:
@@ -406,7 +407,7 @@ def _kind_archives(kind: str, **options: Any) -> list[Archive]:
         if "slides" not in options:
             raise ValueError("kind 'orion_crc' needs option slides=[...], e.g. ['CRC01', 'CRC02']")
         return orion_archives(**options)
-    if kind == "demo":
+    if kind in ("demo", "folder"):
         _no_options(kind, options)
         return []
     raise ValueError(f"unknown dataset kind {kind!r}; known kinds: {', '.join(KINDS)}")

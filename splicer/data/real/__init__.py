@@ -21,6 +21,7 @@ BUILDERS = {
     "nct_crc": "histology",
     "camelyon17": "histology",
     "orion_crc": "orion",
+    "folder": "folder",
 }
 """Dataset kind -> module of :mod:`splicer.data.real` holding its builder (``build_<kind>``)."""
 
