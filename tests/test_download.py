@@ -260,7 +260,7 @@ def _all_registered() -> dict[str, list[Archive]]:
 
 def test_registry_urls_are_https_and_names_unique() -> None:
     registered = _all_registered()
-    assert set(sources.KINDS) - {"demo"} <= set(registered)
+    assert set(sources.KINDS) - {"demo", "folder"} <= set(registered)
     for kind, items in registered.items():
         assert items, kind
         names = [a.name for a in items]
