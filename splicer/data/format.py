@@ -321,7 +321,15 @@ class DatasetWriter:
         self.written[row] = True
 
     def close(self) -> Path:
-        """Validate, write labels/split/meta and move the dataset into place; returns its path."""
+        """Validate, write labels/split/meta and move the dataset into place; returns its path. On any failure
+        the temp directory is deleted and the error raised (an existing dataset at ``path`` is kept)."""
+        try:
+            return self._close()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _close(self) -> Path:
         if not self.written.all():
             missing = np.flatnonzero(~self.written)
             raise _fail(self.root / ARRAY_FILES["images"], "images",
