@@ -56,9 +56,30 @@ def _fail(where: str, message: str) -> ValueError:
     return ValueError(f"config {where}: {message}")
 
 
+def _check_dataset_entry(where: str, spec: Mapping) -> None:
+    """A real dataset entry's source options, builder params and caps, checked before any job runs."""
+    if spec["kind"] == "demo":
+        return
+    from splicer.data.real import param_defaults
+    from splicer.data.real.common import Caps, check_params
+    from splicer.data.sources import archives
+
+    for key, check in (
+        ("source", lambda: archives(spec["kind"], **spec.get("source", {}))),
+        ("params", lambda: check_params(spec["kind"], spec.get("params", {}), param_defaults(spec["kind"]))),
+        ("caps", lambda: Caps.from_spec(spec)),
+    ):
+        try:
+            check()
+        except (ValueError, TypeError, ImportError) as err:
+            raise _fail(f"{where}.{key}", str(err)) from None
+
+
 def check_config(config: Mapping) -> None:
     """Cross-reference checks the JSON schema cannot express; errors name the key path and the value."""
     datasets = config["datasets"]
+    for dname, spec in datasets.items():
+        _check_dataset_entry(f"datasets.{dname}", spec)
     for ename, exp in config["experiments"].items():
         where = f"experiments.{ename}"
         if exp["data"] not in datasets:

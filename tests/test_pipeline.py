@@ -172,3 +172,24 @@ def test_summary_reports_mean_sd_and_ceilings(tmp_path):
     assert "embedded demo" in text
     assert "| e | splicer | cifar | vicreg | t | rMNIST | 0.700 ± 0.100 (n=3) |" in text
     assert "- e, supervised_complex_only: 0.900 (n=1)" in text
+
+
+def test_paper_config_passes_the_cross_checks_with_its_builder_params():
+    P.check_config(load("paper.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("entry", "patch", "message"),
+    [
+        ("orion_crc", {"params": {"crop_sise": 32}}, r"datasets\.orion_crc\.params: .*crop_sise"),
+        ("orion_crc", {"source": {"slides": ["CRC99"]}}, r"datasets\.orion_crc\.source: .*CRC99"),
+        ("nct_crc", {"params": {"size": "large"}}, r"datasets\.nct_crc\.params: .*params\.size"),
+        ("eurosat", {"caps": {"bands13/train": 0}}, r"datasets\.eurosat\.caps: .*positive"),
+        ("pneumoniamnist", {"source": {"size": 100}}, r"datasets\.pneumoniamnist\.source: .*100"),
+    ],
+)
+def test_bad_real_dataset_entries_fail_naming_the_key(entry, patch, message):
+    config = load("paper.yaml")
+    config["datasets"][entry] = {**config["datasets"][entry], **patch}
+    with pytest.raises(ValueError, match=message):
+        P.check_config(config)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-__all__ = ["BUILDERS", "builder"]
+__all__ = ["BUILDERS", "builder", "param_defaults"]
 
 BUILDERS = {
     "mnist_cifar": "mnist_cifar",
@@ -32,3 +32,20 @@ def builder(kind: str) -> Callable:
         raise ValueError(f"no builder for dataset kind {kind!r}; real kinds: {sorted(BUILDERS)}")
     module = importlib.import_module(f"splicer.data.real.{BUILDERS[kind]}")
     return getattr(module, f"build_{kind}")
+
+
+_DEFAULTS = {
+    "nct_crc": "NCT_DEFAULTS",
+    "camelyon17": "CAMELYON_DEFAULTS",
+    "eurosat": "EUROSAT_DEFAULTS",
+    "mmearth": "MMEARTH_DEFAULTS",
+}
+
+
+def param_defaults(kind: str) -> dict:
+    """The builder ``params`` of a real dataset ``kind`` with their defaults (for checking a config early)."""
+    if kind not in BUILDERS:
+        raise ValueError(f"no builder for dataset kind {kind!r}; real kinds: {sorted(BUILDERS)}")
+    module = importlib.import_module(f"splicer.data.real.{BUILDERS[kind]}")
+    defaults = getattr(module, _DEFAULTS.get(kind, "DEFAULTS"))
+    return dict(defaults[kind] if kind in ("chestmnist", "pneumoniamnist") else defaults)
