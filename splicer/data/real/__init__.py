@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from types import ModuleType
 
 __all__ = ["BUILDERS", "builder", "param_defaults"]
 
@@ -26,12 +27,15 @@ BUILDERS = {
 """Dataset kind -> module of :mod:`splicer.data.real` holding its builder (``build_<kind>``)."""
 
 
-def builder(kind: str) -> Callable:
-    """The builder function of a real dataset ``kind``."""
+def _module(kind: str) -> ModuleType:
     if kind not in BUILDERS:
         raise ValueError(f"no builder for dataset kind {kind!r}; real kinds: {sorted(BUILDERS)}")
-    module = importlib.import_module(f"splicer.data.real.{BUILDERS[kind]}")
-    return getattr(module, f"build_{kind}")
+    return importlib.import_module(f"splicer.data.real.{BUILDERS[kind]}")
+
+
+def builder(kind: str) -> Callable:
+    """The builder function of a real dataset ``kind``."""
+    return getattr(_module(kind), f"build_{kind}")
 
 
 _DEFAULTS = {
@@ -40,12 +44,10 @@ _DEFAULTS = {
     "eurosat": "EUROSAT_DEFAULTS",
     "mmearth": "MMEARTH_DEFAULTS",
 }
+"""Kinds whose module holds several builders: the name of their defaults; the others use ``DEFAULTS``."""
 
 
 def param_defaults(kind: str) -> dict:
     """The builder ``params`` of a real dataset ``kind`` with their defaults (for checking a config early)."""
-    if kind not in BUILDERS:
-        raise ValueError(f"no builder for dataset kind {kind!r}; real kinds: {sorted(BUILDERS)}")
-    module = importlib.import_module(f"splicer.data.real.{BUILDERS[kind]}")
-    defaults = getattr(module, _DEFAULTS.get(kind, "DEFAULTS"))
+    defaults = getattr(_module(kind), _DEFAULTS.get(kind, "DEFAULTS"))
     return dict(defaults[kind] if kind in ("chestmnist", "pneumoniamnist") else defaults)
