@@ -1,20 +1,35 @@
-# Segmentation masks -> components (nuclei / background, lungs / background).
+# Segmentation masks -> components (nuclei / background, lungs / background). The segmenter and its weights,
+# fallback and options come from datasets.<data>.segment (splicer/segment.py); masks are cached chunk by chunk in
+# {RES}/cache/segment, so a resubmitted or rerun job reuses what is done. The pretrained segmenters (hovernet,
+# hybridgnet) ask for a GPU; their weights file, when it exists, is an input (a changed file reruns the job).
+import os
+
+PRETRAINED_SEGMENTERS = ("hovernet", "hybridgnet")
 
 
 rule segment:
     input:
-        f"{RES}/data/{{data}}/manifest.json",
+        manifest=f"{RES}/data/{{data}}/manifest.json",
+        weights=lambda w: [
+            p for p in [config["datasets"][w.data]["segment"].get("weights")] if p and os.path.isfile(p)
+        ],
     output:
         f"{RES}/segmented/{{data}}/manifest.json",
     params:
-        segmenter=lambda w: config["datasets"][w.data]["segment"]["segmenter"],
+        spec=lambda w: config["datasets"][w.data]["segment"],
+        cache=f"{RES}/cache/segment",
     log:
         f"{RES}/logs/segment/{{data}}.log",
     benchmark:
         f"{RES}/benchmarks/segment/{{data}}.tsv"
     resources:
-        mem_mb=8000,
-        runtime=240,
+        gpu=lambda w: (
+            P.gpus(config) if config["datasets"][w.data]["segment"]["segmenter"] in PRETRAINED_SEGMENTERS else 0
+        ),
+        mem_mb=16000,
+        runtime=lambda w: (
+            720 if config["datasets"][w.data]["segment"]["segmenter"] in PRETRAINED_SEGMENTERS else 240
+        ),
     conda:
         "../../envs/data.yaml"
     script:

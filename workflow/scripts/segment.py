@@ -4,4 +4,9 @@ from splicer.logs import logged
 from splicer.segment import segment_manifest
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    segment_manifest(snakemake.input[0], snakemake.output[0], snakemake.params.segmenter)  # noqa: F821
+    segment_manifest(
+        snakemake.input.manifest,  # noqa: F821
+        snakemake.output[0],  # noqa: F821
+        dict(snakemake.params.spec),  # noqa: F821
+        cache_dir=snakemake.params.cache,  # noqa: F821
+    )
