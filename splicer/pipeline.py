@@ -57,7 +57,15 @@ def _fail(where: str, message: str) -> ValueError:
 
 
 def _check_dataset_entry(where: str, spec: Mapping) -> None:
-    """A real dataset entry's source options, builder params and caps, checked before any job runs."""
+    """A dataset entry's segment section, and a real entry's source options, builder params and caps, checked
+    before any job runs."""
+    if "segment" in spec:
+        from splicer.segment import parse_spec
+
+        try:
+            parse_spec(spec["segment"])
+        except ValueError as err:
+            raise _fail(f"{where}.segment", str(err)) from None
     if spec["kind"] == "demo":
         return
     from splicer.data.real import param_defaults
