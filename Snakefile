@@ -1,7 +1,7 @@
 # SpliCER reproduction pipeline. Default config: the embedded demo (synthetic data, CPU, minutes).
 #   snakemake --cores 2                          # whole demo DAG
 #   snakemake --cores 2 fig2c                    # one figure and only what it needs
-#   snakemake --profile profiles/slurm --configfile config/paper.yaml all   # the paper, on SLURM
+#   snakemake --profile slurm all                                          # the paper, on SLURM
 from snakemake.utils import min_version, validate
 
 min_version("8.0")

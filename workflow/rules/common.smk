@@ -5,9 +5,12 @@ from snakemake.exceptions import WorkflowError
 # The package lives beside the Snakefile; jobs (local, conda or SLURM) import it through PYTHONPATH.
 sys.path.insert(0, workflow.basedir)
 
+from splicer import cluster as C
 from splicer import pipeline as P
 
 P.export_environment(workflow.basedir)
+# In a SLURM job: SIGUSR1 (the profile's pre-emption warning) is for the trainer only (see splicer/cluster.py).
+C.ignore_preemption_signal_in_job()
 
 try:
     P.check_config(config)

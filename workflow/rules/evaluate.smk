@@ -17,9 +17,10 @@ rule evaluate:
         f"{RES}/benchmarks/evaluate/{{experiment}}/{{method}}/{{pairing}}/{{loss}}/seed{{seed}}.tsv"
     threads: config["threads"]
     resources:
-        gpu=P.gpus(config),
-        mem_mb=16000,
-        runtime=120,
+        gpu=C.gpus(config),
+        cpus_per_task=C.cpus_per_task(config),
+        mem_mb=lambda w: C.mem_mb(config, "evaluate", w.experiment),
+        runtime=lambda w, attempt: C.runtime(config, "evaluate", w.experiment, attempt),
     conda:
         "../../envs/splicer.yaml"
     shell:
@@ -40,10 +41,12 @@ rule supervised:
     benchmark:
         f"{RES}/benchmarks/supervised/{{experiment}}/{{evaluation}}/seed{{seed}}.tsv"
     threads: config["threads"]
+    # No checkpoints here: a pre-empted or timed-out job restarts from scratch (with a longer limit).
     resources:
-        gpu=P.gpus(config),
-        mem_mb=16000,
-        runtime=360,
+        gpu=C.gpus(config),
+        cpus_per_task=C.cpus_per_task(config),
+        mem_mb=lambda w: C.mem_mb(config, "supervised", w.experiment),
+        runtime=lambda w, attempt: C.runtime(config, "supervised", w.experiment, attempt),
     conda:
         "../../envs/splicer.yaml"
     shell:

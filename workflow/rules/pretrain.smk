@@ -35,13 +35,16 @@ rule pretrain:
     benchmark:
         f"{RES}/benchmarks/pretrain/{{experiment}}/{{method}}/{{pairing}}/{{loss}}/seed{{seed}}.tsv"
     threads: config["threads"]
+    # Sized by splicer/cluster.py; a retry (attempt 2, 3, ...) resumes from checkpoint.pt with a longer limit.
+    # `exec`: the trainer replaces the shell, so a SIGTERM from SLURM (time limit, pre-emption) reaches it with
+    # no shell in between to die first; SIGUSR1 (the profile's --signal) is covered by common.smk.
     resources:
-        gpu=P.gpus(config),
-        mem_mb=16000,
-        runtime=720,
-        cpus_per_task=max(config["threads"], 4 if config["device"] != "cpu" else 1),
+        gpu=C.gpus(config),
+        cpus_per_task=C.cpus_per_task(config),
+        mem_mb=lambda w: C.mem_mb(config, "pretrain", w.experiment),
+        runtime=lambda w, attempt: C.runtime(config, "pretrain", w.experiment, attempt),
     conda:
         "../../envs/splicer.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m splicer.cli pretrain --config {input.cfg} --data {params.data} "
-        "--out {params.out} {params.split} > {log} 2>&1"
+        "export OMP_NUM_THREADS={threads}; exec python -m splicer.cli pretrain --config {input.cfg} "
+        "--data {params.data} --out {params.out} {params.split} > {log} 2>&1"

@@ -24,7 +24,7 @@ rule segment:
         f"{RES}/benchmarks/segment/{{data}}.tsv"
     resources:
         gpu=lambda w: (
-            P.gpus(config) if config["datasets"][w.data]["segment"]["segmenter"] in PRETRAINED_SEGMENTERS else 0
+            C.gpus(config) if config["datasets"][w.data]["segment"]["segmenter"] in PRETRAINED_SEGMENTERS else 0
         ),
         mem_mb=16000,
         runtime=lambda w: (

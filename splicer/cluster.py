@@ -1,0 +1,189 @@
+"""Cluster resources of the heavy rules (pretrain, supervised, evaluate) and the job-side pre-emption set-up.
+
+The rule files (workflow/rules/*.smk) declare ``gpu``, ``cpus_per_task``, ``mem_mb`` and ``runtime`` through
+these functions; the SLURM executor plugin turns them into ``--gpus``, ``--cpus-per-task``, ``--mem`` and
+``-t``. Partitions, accounts, QoS and constraints are site settings: they live in the profile
+(``slurm/config.yaml``), never here. A site overrides any value with the profile's ``set-resources``.
+
+Sizes come from :data:`SIZE_HINTS`, rough numbers for each dataset ``kind`` (pretraining images, image size,
+channels, bytes per value, images embedded by ``evaluate``); a config entry's ``params`` (``n_pretrain``,
+``size`` / ``crop_size`` / ``patch_size``), ``source.size`` (MedMNIST) and ``caps`` refine them. Run times
+are ESTIMATES from an assumed throughput (:data:`IMAGES_PER_S_32PX`, a ResNet-18 two-view SSL step on one
+data-centre GPU, not measured here) times :data:`SAFETY`. They need not be tight: a job reaching its limit
+gets SIGUSR1 five minutes before (profile: ``--signal=USR1@300``), checkpoints, fails, and its resubmission
+(profile ``retries``) resumes from the checkpoint with ``attempt`` times the time limit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from splicer.pipeline import _split_ref, experiment_runs, gpus, run_config
+
+__all__ = [
+    "SIZE_HINTS",
+    "SizeHint",
+    "cpus_per_task",
+    "gpus",  # re-exported from splicer.pipeline
+    "ignore_preemption_signal_in_job",
+    "mem_mb",
+    "runtime",
+    "size_hint",
+]
+
+
+@dataclass(frozen=True)
+class SizeHint:
+    """Rough size of one ``datasets`` entry: its pretraining set and the images ``evaluate`` embeds."""
+
+    images: int  # pretraining images (0: an evaluation-only entry)
+    height: int
+    width: int
+    channels: int
+    bytes_per_value: int = 1
+    eval_images: int = 0  # images of its evaluation datasets (all splits; embedded, then probed)
+
+    @property
+    def image_bytes(self) -> int:
+        return self.height * self.width * self.channels * self.bytes_per_value
+
+
+# Order-of-magnitude sizes of the paper's datasets as the builders write them (see splicer/data/real). Where a
+# number depends on a choice (Orion slides, MMEarth subset, MedMNIST size) it is a generous guess.
+SIZE_HINTS: dict[str, SizeHint] = {
+    "demo": SizeHint(2_000, 32, 32, 3, eval_images=3 * 1_400),
+    "folder": SizeHint(50_000, 224, 224, 3, eval_images=50_000),
+    "mnist_cifar": SizeHint(10_000, 64, 32, 3, eval_images=5 * 12_000),  # MNIST 0/1 on top of CIFAR car/truck
+    "orion_crc": SizeHint(50_000, 32, 32, 19, 2, eval_images=100_000),  # cell crops of the chosen slides
+    "eurosat": SizeHint(27_000, 64, 64, 13, 2, eval_images=2 * 27_000),  # 13-band and RGB variants
+    "mmearth": SizeHint(100_000, 64, 64, 12, 2, eval_images=0),
+    "nct_crc": SizeHint(100_000, 224, 224, 3, eval_images=100_000 + 7_180),  # NCT-CRC-HE-100K + CRC-VAL-HE-7K
+    "camelyon17": SizeHint(0, 96, 96, 3, eval_images=455_954),  # WILDS patches (evaluation only)
+    "chestmnist": SizeHint(112_120, 28, 28, 1, eval_images=112_120),
+    "pneumoniamnist": SizeHint(0, 28, 28, 1, eval_images=5_856),
+}
+DEMO_CHANNELS = {"multiplex": 19, "hyperspectral": 13}
+
+IMAGES_PER_S_32PX = 2_000.0  # assumed SSL step throughput (two views, fwd + bwd) at 32x32 px, ResNet-18, one GPU
+SAFETY = 2.0  # multiplies every time estimate
+CPU_SLOWDOWN = 20.0  # device: cpu configs (the demo)
+MIN_RUNTIME = 30  # minutes
+MAX_RUNTIME = 24 * 60  # a common wall-time limit; longer trainings continue in resubmitted jobs
+GPU_HOST_MB = 8_000  # host memory of a CUDA process (context, libraries) before any data
+CPU_HOST_MB = 2_000
+PROBE_S_PER_IMAGE = 0.005  # logistic-regression probe with its C search, per embedded image (CPU)
+EMBED_DIM = 2_048  # feature width kept in memory by `evaluate` (float32)
+
+
+def size_hint(config: Mapping, data: str) -> SizeHint:
+    """The :class:`SizeHint` of ``datasets.<data>``: the kind's hint, refined by its ``params`` and ``caps``."""
+    spec = config["datasets"][data]
+    kind = spec["kind"]
+    base = SIZE_HINTS.get(kind, SIZE_HINTS["folder"])
+    params = spec.get("params") or {}
+    source = spec.get("source") or {}
+    images, eval_images = int(params.get("n_pretrain", base.images)), base.eval_images
+    height, width, channels = base.height, base.width, base.channels
+    if kind == "demo":
+        per_split = sum(int(params.get(k, d)) for k, d in (("n_train", 600), ("n_val", 200), ("n_test", 600)))
+        eval_images = 3 * per_split
+        channels = DEMO_CHANNELS.get(spec.get("family", ""), 3)
+        if "half_size" in params:
+            height = width = 2 * int(params["half_size"])
+    side = next((params[k] for k in ("size", "crop_size", "patch_size") if k in params), source.get("size"))
+    if side is not None:
+        height = width = int(side)
+    caps = spec.get("caps") or {}
+    everything = caps.get("*")
+    pretrain_cap = min((int(v) for k, v in caps.items() if k in ("*", "pretrain", "pretrain/train")), default=None)
+    if pretrain_cap is not None:
+        images = min(images, pretrain_cap)
+    if everything is not None:
+        eval_images = min(eval_images, 3 * int(everything))
+    return SizeHint(images, height, width, channels, base.bytes_per_value, eval_images)
+
+
+def cpus_per_task(config: Mapping) -> int:
+    """CPUs of a training / embedding job: ``threads``, and at least 4 beside a GPU (data loading, probes)."""
+    threads = int(config.get("threads", 1))
+    return max(threads, 4) if gpus(config) else threads
+
+
+def _seconds_per_image(hint: SizeHint, config: Mapping) -> float:
+    """Estimated seconds of one two-view SSL step per image. Inputs above 64 px get the strided ImageNet stem
+    (4x fewer pixels downstream of it, and 4x again by its max-pool); smaller ones keep full resolution."""
+    pixels = hint.height * hint.width
+    effective = pixels if max(hint.height, hint.width) <= 64 else pixels / 16
+    seconds = effective / (32 * 32) / IMAGES_PER_S_32PX
+    return seconds * (CPU_SLOWDOWN if not gpus(config) else 1.0)
+
+
+def _epochs(config: Mapping, experiment: str) -> int:
+    runs = experiment_runs(config, experiment)
+    return max(int(run_config(config, run)["train"].get("epochs", 1)) for run in runs)
+
+
+def _hints(config: Mapping, experiment: str) -> tuple[SizeHint, list[SizeHint]]:
+    """The experiment's own data entry and every entry its evaluations read."""
+    exp = config["experiments"][experiment]
+    evals = sorted({_split_ref(config, experiment, spec["data"])[0] for spec in exp["evaluate"].values()})
+    return size_hint(config, exp["data"]), [size_hint(config, d) for d in evals]
+
+
+def runtime(config: Mapping, rule: str, experiment: str, attempt: int = 1) -> int:
+    """Time limit (minutes) of one ``pretrain``, ``supervised`` or ``evaluate`` job of ``experiment``.
+
+    ``attempt`` (Snakemake's, 1 for the first submission) multiplies it: a resubmitted pretraining resumes from
+    its checkpoint, and a job that ran out of time gets more of it. Clamped to [MIN_RUNTIME, MAX_RUNTIME].
+    """
+    own, evals = _hints(config, experiment)
+    if rule == "pretrain":
+        seconds = _epochs(config, experiment) * own.images * _seconds_per_image(own, config)
+    elif rule == "supervised":  # one view, the train split (about a third of an evaluation entry), no checkpoint
+        seconds = _epochs(config, experiment) * own.eval_images / 3 * _seconds_per_image(own, config) / 2
+    elif rule == "evaluate":  # forward passes only (~6x cheaper than an SSL step), then the probes on the CPU
+        seconds = sum(h.eval_images * (_seconds_per_image(h, config) / 6 + PROBE_S_PER_IMAGE) for h in evals)
+    else:
+        raise ValueError(f"no runtime estimate for rule {rule!r}; known: pretrain, supervised, evaluate")
+    minutes = MIN_RUNTIME + SAFETY * seconds / 60
+    return int(min(max(math.ceil(minutes * max(int(attempt), 1)), MIN_RUNTIME), MAX_RUNTIME))
+
+
+def mem_mb(config: Mapping, rule: str, experiment: str) -> int:
+    """Host memory (MB) of one job: the process's baseline plus the data it maps (plus features for
+    ``evaluate``), rounded up to 1000 MB."""
+    own, evals = _hints(config, experiment)
+    base = GPU_HOST_MB if gpus(config) else CPU_HOST_MB
+    if rule == "pretrain":
+        data = own.images * own.image_bytes
+    elif rule == "supervised":
+        data = own.eval_images * own.image_bytes
+    elif rule == "evaluate":
+        data = max((h.eval_images * (h.image_bytes + 2 * EMBED_DIM * 4) for h in evals), default=0)
+    else:
+        raise ValueError(f"no memory estimate for rule {rule!r}; known: pretrain, supervised, evaluate")
+    return int(math.ceil((base + 1.25 * data / 1e6) / 1000) * 1000)
+
+
+def ignore_preemption_signal_in_job() -> bool:
+    """Inside a SLURM job, ignore SIGUSR1 in this (Snakemake) process and so in the shells it starts.
+
+    ``--signal=USR1@300`` (the profile) and ``scancel -s USR1 JOB`` send SIGUSR1 to every process of the job's
+    steps: the Snakemake the executor plugin starts with ``srun``, the rule's shell and the trainer. Python and
+    bash die on an unhandled SIGUSR1; that would end the step, and slurmstepd then kills what is left of it,
+    racing the trainer's checkpoint. Ignored here, the disposition passes through fork/exec to the rule's shell;
+    the trainer installs its own handler (:mod:`splicer.train`), checkpoints, exits 143, and the job fails
+    cleanly, so that Snakemake resubmits it (``retries``) and training resumes. Outside SLURM (no
+    ``SLURM_JOB_ID``) nothing changes. Returns whether the signal is now ignored.
+    """
+    if "SLURM_JOB_ID" not in os.environ or not hasattr(signal, "SIGUSR1"):
+        return False
+    try:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        return False
+    return True
