@@ -60,7 +60,7 @@ SIZE_HINTS: dict[str, SizeHint] = {
     "mnist_cifar": SizeHint(10_000, 64, 32, 3, eval_images=5 * 12_000),  # MNIST 0/1 on top of CIFAR car/truck
     "orion_crc": SizeHint(50_000, 32, 32, 19, 2, eval_images=100_000),  # cell crops of the chosen slides
     "eurosat": SizeHint(27_000, 64, 64, 13, 2, eval_images=2 * 27_000),  # 13-band and RGB variants
-    "mmearth": SizeHint(100_000, 64, 64, 12, 2, eval_images=0),
+    "mmearth": SizeHint(100_000, 64, 64, 13, 2, eval_images=0),  # EuroSAT band order (B10 = 0 on L2A tiles)
     "nct_crc": SizeHint(100_000, 224, 224, 3, eval_images=100_000 + 7_180),  # NCT-CRC-HE-100K + CRC-VAL-HE-7K
     "camelyon17": SizeHint(0, 96, 96, 3, eval_images=455_954),  # WILDS patches (evaluation only)
     "chestmnist": SizeHint(112_120, 28, 28, 1, eval_images=112_120),
@@ -68,7 +68,10 @@ SIZE_HINTS: dict[str, SizeHint] = {
 }
 DEMO_CHANNELS = {"multiplex": 19, "hyperspectral": 13}
 
-IMAGES_PER_S_32PX = 2_000.0  # assumed SSL step throughput (two views, fwd + bwd) at 32x32 px, ResNet-18, one GPU
+# Assumed SSL step throughput at 32x32 px, ResNet-18, one GPU. Measured on one H100 (benchmarks/cuda_check.sh,
+# 32x16 px): Baseline 9 985 img/s, SpliCER with one component + view 5 007 img/s; 2 000 leaves room for older
+# GPUs, more components and slower input pipelines.
+IMAGES_PER_S_32PX = 2_000.0
 SAFETY = 2.0  # multiplies every time estimate
 CPU_SLOWDOWN = 20.0  # device: cpu configs (the demo)
 MIN_RUNTIME = 30  # minutes
