@@ -88,6 +88,11 @@ def check_config(config: Mapping) -> None:
     datasets = config["datasets"]
     for dname, spec in datasets.items():
         _check_dataset_entry(f"datasets.{dname}", spec)
+        for record in archive_targets(config, dname):
+            try:
+                archive_options(config, spec["kind"], archive_of(record).name)
+            except ValueError as err:
+                raise _fail(f"datasets.{dname}.source", str(err)) from None
     for ename, exp in config["experiments"].items():
         where = f"experiments.{ename}"
         if exp["data"] not in datasets:
@@ -401,27 +406,72 @@ def table_paths(config: Mapping, experiment: str) -> dict[str, str]:
     return {k: f"{root}/{k}.csv" for k in ("probes", "spectra", "correlations", "ceilings")}
 
 
+VERIFIED = ".verified"
+"""Folder (inside ``resources/<kind>/``) of the download rule's outputs: one small JSON per verified archive.
+
+The archives themselves are never Snakemake outputs, so Snakemake never deletes them (it removes a job's old
+outputs before rerunning it, e.g. after a code change): rerunning a download only re-verifies the file."""
+
+
 def archive_targets(config: Mapping, data: str) -> list[str]:
-    """Raw archives (under ``resources/<kind>/``) a real dataset is built from; none for demo data."""
+    """Verification records (``resources/<kind>/.verified/<file>.json``) of the raw archives a real dataset is
+    built from; none for demo or folder data. :func:`archive_of` gives each record's archive."""
     spec = config["datasets"][data]
     if spec["kind"] == "demo":
         return []
     from splicer.data.sources import archives
 
-    return [f"resources/{spec['kind']}/{a.name}" for a in archives(spec["kind"], **spec.get("source", {}))]
+    found = archives(spec["kind"], **spec.get("source", {}))
+    return [f"resources/{spec['kind']}/{VERIFIED}/{a.name}.json" for a in found]
+
+
+def archive_of(record: str | Path) -> Path:
+    """The archive of a verification record: ``resources/<kind>/.verified/<f>.json`` -> ``resources/<kind>/<f>``."""
+    record = Path(record)
+    if record.parent.name != VERIFIED or record.suffix != ".json":
+        raise ValueError(f"{record} is not a verification record (resources/<kind>/{VERIFIED}/<file>.json)")
+    return record.parent.parent / record.name[: -len(".json")]
+
+
+def archives_present(records: Iterable[str | Path]) -> list[Path]:
+    """The archives of ``records``; an archive deleted since it was verified gets its record removed (so the next
+    run fetches or re-verifies it) and a FileNotFoundError that says so."""
+    paths, missing = [], []
+    for record in records:
+        path = archive_of(record)
+        if not path.is_file():
+            Path(record).unlink(missing_ok=True)
+            missing.append(path)
+        paths.append(path)
+    if missing:
+        where = ", ".join(str(p.resolve()) for p in missing)
+        raise FileNotFoundError(f"archive(s) verified earlier are gone: {where}. Their verification records were "
+                                "removed: run again to download them (or, offline, put them back at that path).")
+    return paths
 
 
 def archive_options(config: Mapping, kind: str, file: str) -> dict:
-    """The ``source`` options (mirror, checksums, slides, size) of the first ``datasets`` entry of ``kind`` that
-    is built from archive ``file``; empty when none is (the file is then looked up among all variants)."""
+    """The ``source`` options (mirror, checksums, slides, size) under which archive ``file`` of ``kind`` is fetched:
+    those of the ``datasets`` entries built from it, which must agree on its mirror and pinned checksum (else
+    ValueError naming the entries); empty when no entry uses it (the file is then looked up among all variants)."""
     from splicer.data.sources import archives
 
-    for spec in config["datasets"].values():
-        if spec["kind"] == kind:
-            source = dict(spec.get("source", {}))
-            if any(a.name == file for a in archives(kind, **source)):
-                return source
-    return {}
+    chosen: dict | None = None
+    seen: dict[tuple, str] = {}
+    for name, spec in config["datasets"].items():
+        if spec["kind"] != kind:
+            continue
+        source = dict(spec.get("source", {}))
+        if not any(a.name == file for a in archives(kind, **source)):
+            continue
+        key = (source.get("mirror"), dict(source.get("checksums") or {}).get(file))
+        seen.setdefault(key, name)
+        if len(seen) > 1:
+            a, b = seen.values()
+            raise ValueError(f"datasets entries {a!r} and {b!r} both use {kind} archive {file!r} but with a "
+                             "different source.mirror or source.checksums for it; make them agree")
+        chosen = chosen if chosen is not None else source
+    return chosen or {}
 
 
 # ---- figures -------------------------------------------------------------------------------------------------

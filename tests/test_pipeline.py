@@ -193,3 +193,32 @@ def test_bad_real_dataset_entries_fail_naming_the_key(entry, patch, message):
     config["datasets"][entry] = {**config["datasets"][entry], **patch}
     with pytest.raises(ValueError, match=message):
         P.check_config(config)
+
+
+def test_archives_are_not_outputs_and_a_vanished_archive_is_reported(tmp_path):
+    config = load("paper.yaml")
+    records = P.archive_targets(config, "mnist_cifar")
+    assert all("/.verified/" in r and r.endswith(".json") for r in records)
+    assert P.archive_of(records[0]) == Path("resources/mnist_cifar") / Path(records[0]).name[: -len(".json")]
+    record = tmp_path / "resources/k/.verified/a.gz.json"
+    record.parent.mkdir(parents=True)
+    record.write_text("{}")
+    (tmp_path / "resources/k/b.gz").write_bytes(b"x")
+    other = tmp_path / "resources/k/.verified/b.gz.json"
+    other.write_text("{}")
+    assert P.archives_present([other]) == [tmp_path / "resources/k/b.gz"]
+    with pytest.raises(FileNotFoundError, match=r"a\.gz.*run again"):
+        P.archives_present([record, other])
+    assert not record.exists() and other.exists()  # the stale record is dropped, so the next run re-fetches
+
+
+def test_entries_sharing_an_archive_must_agree_on_its_mirror_and_checksum():
+    config = load("paper.yaml")
+    config["datasets"]["eurosat_quick"] = {"kind": "eurosat", "caps": {"*": 100}, "source": {}}
+    pinned = {"kind": "eurosat", "source": {"mirror": "https://mirror.example/eurosat/"}}
+    config["datasets"]["eurosat"] = pinned
+    with pytest.raises(ValueError, match=r"'eurosat_quick' and 'eurosat'|'eurosat' and 'eurosat_quick'"):
+        P.check_config(config)
+    config["datasets"]["eurosat_quick"]["source"] = dict(pinned["source"])
+    P.check_config(config)
+    assert P.archive_options(config, "eurosat", "EuroSATallBands.zip")["mirror"].startswith("https://mirror")

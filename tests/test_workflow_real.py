@@ -83,6 +83,8 @@ def test_download_build_pretrain_probe_then_offline(tmp_path: Path, server) -> N
     for name, url in urls.items():  # every archive came over HTTP from the mirror and is the served file
         assert any(path == url.removeprefix(server.url("")) for path, _ in server.requests), name
         assert (online / "resources" / "mnist_cifar" / name).read_bytes() == archives[name].read_bytes()
+        record = json.loads((online / "resources" / "mnist_cifar" / ".verified" / f"{name}.json").read_text())
+        assert record["sha256"] == sums[name].removeprefix("sha256:")
     manifest = json.loads((online / "results/fixture/data/mnist_cifar/manifest.json").read_text())
     assert manifest["kind"] == "mnist_cifar" and "rMNIST" in manifest["datasets"] and manifest["caps"] == {"*": 96}
     probes = pd.read_csv(online / targets[0])
@@ -93,18 +95,22 @@ def test_download_build_pretrain_probe_then_offline(tmp_path: Path, server) -> N
     # 4-wide ResNet separates the classes far above chance.
     assert acc[acc.variant == "rNONE"].value.min() > 0.8
 
-    # Offline, archives copied into resources/ by hand: verified and used, nothing fetched.
+    # Offline, archives copied into resources/ by hand (old timestamps, as `cp -p` keeps them): verified, used
+    # and never deleted, nothing fetched.
     offline = tmp_path / "offline"
-    shutil.copytree(online / "resources", offline / "resources")
+    shutil.copytree(online / "resources", offline / "resources", ignore=shutil.ignore_patterns(".verified"))
+    for placed in (offline / "resources/mnist_cifar").iterdir():
+        os.utime(placed, (1e9, 1e9))
     served = len(server.requests)
     run = run_fixture(offline, config, targets[0], env={"SPLICER_OFFLINE": "1"})
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert len(server.requests) == served
     pd.testing.assert_frame_equal(pd.read_csv(offline / targets[0]), probes)  # deterministic
+    assert sorted(p.name for p in (offline / "resources/mnist_cifar").glob("*.gz")) == sorted(archives)
 
     # Offline with one archive missing: fails before building, says what to fetch and where to put it.
     missing = tmp_path / "missing"
-    shutil.copytree(online / "resources", missing / "resources")
+    shutil.copytree(online / "resources", missing / "resources", ignore=shutil.ignore_patterns(".verified"))
     (missing / "resources/mnist_cifar/cifar-10-python.tar.gz").unlink()
     run = run_fixture(missing, config, targets[0], env={"SPLICER_OFFLINE": "1"})
     out = run.stdout + run.stderr

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from splicer.data import sources
 from splicer.data.sources import Archive
+from splicer.fileio import write_json
 
 __all__ = [
     "OFFLINE_ENV",
@@ -40,6 +41,7 @@ __all__ = [
     "MissingArchiveError",
     "fetch",
     "fetch_all",
+    "fetch_verified",
     "file_digest",
     "is_offline",
     "main",
@@ -265,6 +267,17 @@ def fetch(
         log.info("saved %s (%d bytes, %s)", path, path.stat().st_size, archive.describe_checksum())
         return path
     raise AssertionError("unreachable")
+
+
+def fetch_verified(archive: Archive, dest_dir: str | os.PathLike[str], record: str | os.PathLike[str],
+                   **kw) -> Path:
+    """:func:`fetch` ``archive`` into ``dest_dir``, then write ``record``: a JSON of what was verified (name, URL,
+    size, checksums) -- the pipeline's sign that the archive is complete. Returns the archive's path."""
+    path = fetch(archive, dest_dir, **kw)
+    info = {"name": archive.name, "url": archive.url, "size": path.stat().st_size, **archive.checksums,
+            "verified": archive.describe_checksum()}
+    write_json(record, info)
+    return path
 
 
 def fetch_all(archives: Iterable[Archive], dest_dir: str | os.PathLike[str], **kw) -> list[Path]:
