@@ -98,7 +98,9 @@ def size_hint(config: Mapping, data: str) -> SizeHint:
         if "half_size" in params:
             height = width = 2 * int(params["half_size"])
     side = next((params[k] for k in ("size", "crop_size", "patch_size") if k in params), source.get("size"))
-    if side is not None:
+    if isinstance(side, list | tuple) and len(side) == 2:  # a folder entry's [H, W]
+        height, width = (int(v) for v in side)
+    elif side is not None:
         height = width = int(side)
     caps = spec.get("caps") or {}
     everything = caps.get("*")

@@ -174,6 +174,13 @@ def _split(f: Mapping[str, np.ndarray], name: str, path: str | Path) -> tuple[np
     return f["features"][rows], f["labels"][rows]
 
 
+def _labelled(split: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Only the rows with a label (``-1`` = unlabelled is not a class a probe may learn or be scored on)."""
+    features, labels = split
+    keep = labels >= 0
+    return features[keep], labels[keep]
+
+
 def probe_features(
     features_path: str | Path, out_path: str | Path, head: str = "linear", seed: int = 0, **options: Any
 ) -> dict:
@@ -181,7 +188,7 @@ def probe_features(
     from splicer.evaluate import linear_probe, mlp_probe
 
     f = load_features(features_path)
-    splits = [_split(f, s, features_path) for s in ("train", "val", "test")]
+    splits = [_labelled(_split(f, s, features_path)) for s in ("train", "val", "test")]
     if head == "linear":
         result = linear_probe(*splits, **options)
     elif head == "mlp":

@@ -51,6 +51,7 @@ import json
 import logging
 import os
 import shutil
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,7 +289,7 @@ class _Cache:
                 shape = tuple(int(s) for s in z["shape"])
                 masks = np.unpackbits(z["bits"], axis=-1, count=shape[-1]).reshape(shape)
                 names = [str(n) for n in z["names"]]
-        except (OSError, ValueError, KeyError) as err:  # a damaged entry is recomputed
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # a damaged entry is recomputed
             log.warning("segment cache entry %s unreadable (%s); recomputing", file, err)
             return None
         self.hits += 1

@@ -92,6 +92,8 @@ def test_size_hint_reads_params_source_and_caps(paper):
     assert (orion.height, orion.images, orion.channels) == (48, 7000, 19)
     paper["datasets"]["mine"] = {"kind": "folder"}
     assert C.size_hint(paper, "mine") == C.SIZE_HINTS["folder"]
+    paper["datasets"]["mine"] = {"kind": "folder", "params": {"size": [48, 96]}}
+    assert (C.size_hint(paper, "mine").height, C.size_hint(paper, "mine").width) == (48, 96)
 
 
 def test_sigusr1_is_left_alone_outside_slurm(monkeypatch):

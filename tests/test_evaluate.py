@@ -266,3 +266,21 @@ def test_marker_correlation_identity_and_constant_channel():
     assert np.all(corr[:, 3] == 0.0) and np.all(np.isfinite(corr))
     with pytest.raises(ValueError, match="features"):
         marker_correlation(F[:5], images)
+
+
+def test_probe_ignores_unlabelled_rows(tmp_path):
+    """Rows with label -1 (unlabelled, e.g. a folder dataset with a partial labels CSV) are neither a class the
+    probe learns nor scored."""
+    from splicer.run import probe_features
+
+    rng = np.random.default_rng(0)
+    n = 300
+    labels = np.repeat([0, 1, -1], n // 3)
+    features = rng.normal(size=(n, 4)) + 4.0 * labels[:, None]
+    split = np.tile(np.array([0, 0, 1, 2], np.uint8), n // 4 + 1)[:n]
+    path = tmp_path / "f.npz"
+    np.savez(path, features=features, labels=labels, split=split, split_names=np.array(["train", "val", "test"]))
+    result = probe_features(path, tmp_path / "p.json")
+    assert result["n_classes"] == 2
+    assert result["n_test"] == int(((split == 2) & (labels >= 0)).sum())
+    assert result["accuracy"] > 0.95

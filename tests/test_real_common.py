@@ -140,3 +140,13 @@ def test_mirror_and_pinned_checksums_replace_url_and_digest() -> None:
 def test_bad_source_options_are_named(options: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         sources.archives("mnist", **options)
+
+
+def test_dataset_writer_rejects_a_row_of_the_wrong_shape(tmp_path: Path) -> None:
+    meta = {**META, "channel_names": ["r", "g", "b"]}
+    with (
+        pytest.raises(DatasetFormatError, match=r"row 0: image shape \(1, 1, 1\)"),
+        DatasetWriter(tmp_path / "d", 1, (3, 2, 2), meta) as w,
+    ):
+        w.write(0, np.zeros((1, 1, 1)), 0, 0)
+    assert list(tmp_path.iterdir()) == []

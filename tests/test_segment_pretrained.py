@@ -232,6 +232,12 @@ def test_cache_reuse_and_invalidation(histology, tmp_path):
     assert (np.load(tmp_path / "f" / "masks.npy") == masks).all()
     n = load_dataset(histology["eval"]).n
     assert len(list((tmp_path / "cache2").glob("*/*.npz"))) == math.ceil(n / 5)
+    # a damaged entry (a truncated file) is recomputed, not an error
+    entry = sorted((tmp_path / "cache2").glob("*/*.npz"))[0]
+    entry.write_bytes(entry.read_bytes()[:40])
+    calls = len(model2.batches)
+    segment_dataset(histology["eval"], tmp_path / "g", spec, cache_dir=tmp_path / "cache2", model=model2, chunk=5)
+    assert len(model2.batches) > calls and (np.load(tmp_path / "g" / "masks.npy") == masks).all()
 
 
 def test_hovernet_unavailable_error_and_fallback(histology, no_tiatoolbox, tmp_path, caplog):

@@ -69,9 +69,9 @@ else
   else
     munged "${args[@]}"
   fi
+  echo /run/munge/splicer-test-munged.pid >>"$state"/started   # recorded first: teardown stops it even if it hangs
   for _ in $(seq 50); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.1; done
   munge -n | unmunge >/dev/null || die "munged does not answer (log: /run/munge/splicer-test-munged.log)"
-  echo /run/munge/splicer-test-munged.pid >>"$state"/started
 fi
 
 # --- fake GPU ------------------------------------------------------------------------------------------------

@@ -16,6 +16,9 @@ fi
 tac "$state/started" | while read -r pidfile; do
   [ -s "$pidfile" ] || continue
   pid=$(cat "$pidfile")
+  name=$(basename "$pidfile" .pid); name=${name#splicer-test-}
+  # a stale PID file whose PID now belongs to another program is left alone
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || { echo "slurm teardown: $name ($pid) not running"; continue; }
   kill -TERM "$pid" 2>/dev/null || continue
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null; fi

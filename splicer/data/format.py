@@ -299,18 +299,31 @@ class DatasetWriter:
             shutil.rmtree(self.tmp)
         self.tmp.mkdir(parents=True)
         c, h, w = shape
-        self.images = np.lib.format.open_memmap(self.tmp / ARRAY_FILES["images"], "w+", np.dtype(dtype), (n, c, h, w))
-        self.masks = (
-            np.lib.format.open_memmap(self.tmp / ARRAY_FILES["masks"], "w+", np.uint8, (n, n_masks, h, w))
-            if n_masks
-            else None
-        )
+        self.shape, self.mask_shape = (c, h, w), (n_masks, h, w)
+        try:
+            self.images = np.lib.format.open_memmap(
+                self.tmp / ARRAY_FILES["images"], "w+", np.dtype(dtype), (n, c, h, w)
+            )
+            self.masks = (
+                np.lib.format.open_memmap(self.tmp / ARRAY_FILES["masks"], "w+", np.uint8, (n, n_masks, h, w))
+                if n_masks
+                else None
+            )
+        except BaseException:  # e.g. the disk is full: leave no half-made directory behind
+            self.abort()
+            raise
         self.labels = np.full(n, -1, np.int64)
         self.split = np.zeros(n, np.uint8)
         self.written = np.zeros(n, bool)
 
     def write(self, row: int, image: np.ndarray, label: int, split: int, mask: np.ndarray | None = None) -> None:
         """Fill row ``row``: image (C, H, W), integer label (-1 = none), split code, masks (M, H, W)."""
+        if np.shape(image) != self.shape:
+            raise _fail(self.root / ARRAY_FILES["images"], "images",
+                        f"row {row}: image shape {np.shape(image)} != {self.shape}")
+        if mask is not None and np.shape(mask) != self.mask_shape:
+            raise _fail(self.root / ARRAY_FILES["masks"], "masks",
+                        f"row {row}: mask shape {np.shape(mask)} != {self.mask_shape}")
         self.images[row] = image
         self.labels[row] = label
         self.split[row] = split
