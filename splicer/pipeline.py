@@ -75,12 +75,25 @@ def _check_dataset_entry(where: str, spec: Mapping) -> None:
     for key, check in (
         ("source", lambda: archives(spec["kind"], **spec.get("source", {}))),
         ("params", lambda: check_params(spec["kind"], spec.get("params", {}), param_defaults(spec["kind"]))),
-        ("caps", lambda: Caps.from_spec(spec)),
+        ("caps", lambda: _check_caps(spec, Caps.from_spec(spec))),
     ):
         try:
             check()
         except (ValueError, TypeError, ImportError) as err:
             raise _fail(f"{where}.{key}", str(err)) from None
+
+
+def _check_caps(spec: Mapping, caps: Any) -> None:
+    """Every caps key names ``*`` or a dataset (and split) the entry's builder writes."""
+    from splicer.data.real import dataset_names
+
+    names = dataset_names(spec["kind"], dict(spec.get("params", {})))
+    for key in caps.limits:
+        dataset, _, split = key.partition("/")
+        if key != "*" and dataset not in names:
+            raise ValueError(f"caps key {key!r}: kind {spec['kind']!r} writes datasets {list(names)}")
+        if split and split not in ("train", "val", "test"):
+            raise ValueError(f"caps key {key!r}: split must be train, val or test")
 
 
 def check_config(config: Mapping) -> None:

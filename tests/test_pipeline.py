@@ -186,6 +186,8 @@ def test_paper_config_passes_the_cross_checks_with_its_builder_params():
         ("nct_crc", {"params": {"size": "large"}}, r"datasets\.nct_crc\.params: .*params\.size"),
         ("eurosat", {"caps": {"bands13/train": 0}}, r"datasets\.eurosat\.caps: .*positive"),
         ("pneumoniamnist", {"source": {"size": 100}}, r"datasets\.pneumoniamnist\.source: .*100"),
+        ("nct_crc", {"caps": {"pretain": 100}}, r"datasets\.nct_crc\.caps: caps key 'pretain'.*\['pretrain', 'eval'\]"),
+        ("nct_crc", {"caps": {"eval/tset": 100}}, r"datasets\.nct_crc\.caps: .*split must be"),
     ],
 )
 def test_bad_real_dataset_entries_fail_naming_the_key(entry, patch, message):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from splicer.data.real import BUILDERS, builder
+from splicer.data.real import BUILDERS, builder, dataset_names
 from splicer.data.real.common import Caps
 from splicer.fileio import write_json
 
@@ -43,6 +43,9 @@ def build_data(spec: Mapping, out_dir: str | Path, archives: list[str | Path] = 
         seed = int(spec.get("seed", 0))
         params = dict(spec.get("params", {}))
         builder(kind)(out, files, params, caps, seed)
+        written = sorted(p.name for p in out.iterdir() if (p / "meta.json").is_file())
+        if missing := sorted(set(dataset_names(kind, params)) - set(written)):
+            raise RuntimeError(f"the {kind} builder did not write dataset(s) {missing} in {out} (wrote {written})")
         info = {"kind": kind, "seed": seed, "params": params, "caps": caps.limits, "archives": sorted(files)}
         return write_manifest(out, info)
     raise ValueError(f"unknown dataset kind {kind!r}; choose 'demo' or one of {list(REAL_KINDS)}")

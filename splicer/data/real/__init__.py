@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable
 from types import ModuleType
 
-__all__ = ["BUILDERS", "builder", "param_defaults"]
+__all__ = ["BUILDERS", "DATASETS", "builder", "dataset_names", "param_defaults"]
 
 BUILDERS = {
     "mnist_cifar": "mnist_cifar",
@@ -25,6 +25,25 @@ BUILDERS = {
     "folder": "folder",
 }
 """Dataset kind -> module of :mod:`splicer.data.real` holding its builder (``build_<kind>``)."""
+
+DATASETS = {
+    "mnist_cifar": ("pretrain", "pretrain_cifar_only", "rNONE", "rMNIST", "rCIFAR", "mnist_only", "cifar_only"),
+    "chestmnist": ("pretrain",),
+    "pneumoniamnist": ("pneumonia",),
+    "eurosat": ("bands13", "rgb"),
+    "mmearth": ("pretrain",),
+    "nct_crc": ("pretrain", "eval"),
+    "camelyon17": ("camelyon",),
+    "orion_crc": ("pretrain", "cell_types", "t_cells"),
+}
+"""The datasets each builder writes (``folder`` writes one, named by its ``name`` param; checked after a build)."""
+
+
+def dataset_names(kind: str, params: dict | None = None) -> tuple[str, ...]:
+    """The dataset directories a build of ``kind`` (with ``params``) writes."""
+    if kind == "folder":
+        return (str((params or {}).get("name") or param_defaults("folder")["name"]),)
+    return DATASETS[kind]
 
 
 def _module(kind: str) -> ModuleType:
