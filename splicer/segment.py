@@ -67,6 +67,7 @@ __all__ = [
     "SEGMENTERS",
     "SEGMENTER_NAMES",
     "SegmentSpec",
+    "mask_relevant",
     "parse_spec",
     "segment_dataset",
     "segment_manifest",
@@ -114,6 +115,13 @@ class SegmentSpec:
     weights: str | None = None
     fallback: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+
+def mask_relevant(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``segment`` section without its runtime options (device, batch sizes): what decides the masks, so
+    that changing only how fast they are computed does not make Snakemake redo segmentation and retrain."""
+    options = {k: v for k, v in dict(spec.get("options") or {}).items() if k not in RUNTIME_OPTIONS}
+    return {**dict(spec), "options": options}
 
 
 def parse_spec(spec: str | Mapping[str, Any]) -> SegmentSpec:

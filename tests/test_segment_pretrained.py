@@ -409,3 +409,13 @@ def test_hovernet_torch_export_weights(histology, darknet_ts, tmp_path):
     segment_dataset(histology["eval"], tmp_path / "b", {"segmenter": "hovernet", "weights": str(darknet_ts),
                                                          "options": options})
     assert (np.load(tmp_path / "a" / "masks.npy") == np.load(tmp_path / "b" / "masks.npy")).all()
+
+
+def test_runtime_options_are_not_provenance():
+    """The segment rule's params hold only what decides the masks: a new device or batch size reruns nothing."""
+    from splicer.segment import mask_relevant
+
+    fast = {"segmenter": "hovernet", "options": {"mpp": 0.5, "device": "cuda", "batch_size": 64, "patch_batch": 64}}
+    slow = {"segmenter": "hovernet", "options": {"mpp": 0.5, "device": "cpu"}}
+    assert mask_relevant(fast) == mask_relevant(slow) == {"segmenter": "hovernet", "options": {"mpp": 0.5}}
+    assert mask_relevant({**slow, "options": {"mpp": 0.25}}) != mask_relevant(slow)

@@ -7,6 +7,7 @@ sys.path.insert(0, workflow.basedir)
 
 from splicer import cluster as C
 from splicer import pipeline as P
+from splicer import segment as S
 
 P.export_environment(workflow.basedir)
 # In a SLURM job: SIGUSR1 (the profile's pre-emption warning) is for the trainer only (see splicer/cluster.py).

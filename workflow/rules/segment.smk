@@ -16,7 +16,9 @@ rule segment:
     output:
         f"{RES}/segmented/{{data}}/manifest.json",
     params:
-        spec=lambda w: config["datasets"][w.data]["segment"],
+        # what decides the masks, as provenance (a changed device or batch size reruns nothing downstream); the
+        # job reads the whole section, runtime options included, from the config
+        masks=lambda w: S.mask_relevant(config["datasets"][w.data]["segment"]),
         cache=f"{RES}/cache/segment",
     log:
         f"{RES}/logs/segment/{{data}}.log",
