@@ -32,6 +32,8 @@ __all__ = [
     "ignore_preemption_signal_in_job",
     "mem_mb",
     "runtime",
+    "segment_gpu",
+    "segment_runtime",
     "size_hint",
 ]
 
@@ -172,6 +174,22 @@ def mem_mb(config: Mapping, rule: str, experiment: str) -> int:
     else:
         raise ValueError(f"no memory estimate for rule {rule!r}; known: pretrain, supervised, evaluate")
     return int(math.ceil((base + 1.25 * data / 1e6) / 1000) * 1000)
+
+
+def _pretrained_segmenter(config: Mapping, data: str) -> bool:
+    from splicer.segment import PRETRAINED
+
+    return config["datasets"][data]["segment"]["segmenter"] in PRETRAINED
+
+
+def segment_gpu(config: Mapping, data: str) -> int:
+    """GPUs of a ``segment`` job: one for a pretrained network (HoVer-Net, HybridGNet), none for the others."""
+    return gpus(config) if _pretrained_segmenter(config, data) else 0
+
+
+def segment_runtime(config: Mapping, data: str) -> int:
+    """Minutes of a ``segment`` job: 720 for a pretrained network, 240 for the classical segmenters."""
+    return 720 if _pretrained_segmenter(config, data) else 240
 
 
 def ignore_preemption_signal_in_job() -> bool:

@@ -117,6 +117,13 @@ class SegmentSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def weights_inputs(spec: Mapping[str, Any]) -> list[str]:
+    """The weights file of a ``segment`` section when it exists (a Snakemake input: a changed file reruns the
+    job); a missing one is reported by the job itself, with what to do."""
+    weights = spec.get("weights")
+    return [weights] if weights and os.path.isfile(weights) else []
+
+
 def mask_relevant(spec: Mapping[str, Any]) -> dict[str, Any]:
     """A ``segment`` section without its runtime options (device, batch sizes): what decides the masks, so
     that changing only how fast they are computed does not make Snakemake redo segmentation and retrain."""

@@ -160,3 +160,9 @@ def test_profile_resources_are_valid_for_the_plugin_and_name_real_rules(profile)
             assert not re.search(pattern, extra), f"{rule}: slurm_extra sets the {name}, which the plugin manages"
     assert profile["set-resources"]["pretrain"]["slurm_extra"] == "'--signal=USR1@300'"
     assert "slurm_account" not in profile["default-resources"]  # set only where a site needs one
+
+
+def test_segment_jobs_ask_for_a_gpu_only_for_pretrained_networks(paper):
+    assert (C.segment_gpu(paper, "nct_crc"), C.segment_runtime(paper, "nct_crc")) == (1, 720)
+    demo = load("config.yaml")
+    assert (C.segment_gpu(demo, "histology"), C.segment_runtime(demo, "histology")) == (0, 240)

@@ -2,17 +2,12 @@
 # fallback and options come from datasets.<data>.segment (splicer/segment.py); masks are cached chunk by chunk in
 # {RES}/cache/segment, so a resubmitted or rerun job reuses what is done. The pretrained segmenters (hovernet,
 # hybridgnet) ask for a GPU; their weights file, when it exists, is an input (a changed file reruns the job).
-import os
-
-PRETRAINED_SEGMENTERS = ("hovernet", "hybridgnet")
 
 
 rule segment:
     input:
         manifest=f"{RES}/data/{{data}}/manifest.json",
-        weights=lambda w: [
-            p for p in [config["datasets"][w.data]["segment"].get("weights")] if p and os.path.isfile(p)
-        ],
+        weights=lambda w: S.weights_inputs(config["datasets"][w.data]["segment"]),
     output:
         f"{RES}/segmented/{{data}}/manifest.json",
     params:
@@ -25,13 +20,9 @@ rule segment:
     benchmark:
         f"{RES}/benchmarks/segment/{{data}}.tsv"
     resources:
-        gpu=lambda w: (
-            C.gpus(config) if config["datasets"][w.data]["segment"]["segmenter"] in PRETRAINED_SEGMENTERS else 0
-        ),
+        gpu=lambda w: C.segment_gpu(config, w.data),
         mem_mb=16000,
-        runtime=lambda w: (
-            720 if config["datasets"][w.data]["segment"]["segmenter"] in PRETRAINED_SEGMENTERS else 240
-        ),
+        runtime=lambda w: C.segment_runtime(config, w.data),
     conda:
         "../../envs/data.yaml"
     script:
