@@ -277,6 +277,18 @@ def _nested_caps(caps: Caps, datasets: list[str], rows: np.ndarray, split: str, 
     return out
 
 
+def _pixel_info(dn_scale: float) -> dict:
+    """Meta info shared by every Sentinel-2 dataset: output band order and how pixel values were converted."""
+    return {
+        "band_order": HYPERSPECTRAL_BANDS,
+        "scale": _SCALE,
+        "units": "reflectance * 65535",
+        "dn_scale": dn_scale,
+        "conversion": "round(clip(DN / dn_scale, 0, 1) * 65535)",
+        "channel_groups": _CHANNEL_GROUPS,
+    }
+
+
 def build_eurosat(out: Path, files: Mapping[str, Path], params: Mapping, caps: Caps, seed: int) -> dict[str, Path]:
     """EuroSAT MS -> ``bands13`` (N, 13, 64, 64) and ``rgb`` (N, 3, 64, 64) uint16, fixed train/val/test lists.
 
@@ -336,12 +348,7 @@ def build_eurosat(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
             "split_lists": "eurosat-{train,val,test}.txt (Neumann et al. 2019, arXiv:1911.06721)",
             "product": "Sentinel-2 L1C (top-of-atmosphere reflectance * 10000), all bands resampled to 10 m",
             "stored_band_order": EUROSAT_BANDS,
-            "band_order": HYPERSPECTRAL_BANDS,
-            "scale": _SCALE,
-            "units": "reflectance * 65535",
-            "dn_scale": dn_scale,
-            "conversion": "round(clip(DN / dn_scale, 0, 1) * 65535)",
-            "channel_groups": _CHANNEL_GROUPS,
+            **_pixel_info(dn_scale),
             "listed_files": len(entries),
             "unlisted_files": len(members) - len(entries),
             "caps": caps.limits,
@@ -543,12 +550,7 @@ def build_mmearth(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
             "source": "MMEarth100k (Nedungadi et al. 2024), data_100k_v001.h5 'sentinel2'",
             "product": "Sentinel-2 L1C and/or L2A (Earth Engine HARMONIZED collections), reflectance * 10000",
             "stored_band_order": [_band_name(b) for b in MMEARTH_BANDS],
-            "band_order": HYPERSPECTRAL_BANDS,
-            "scale": _SCALE,
-            "units": "reflectance * 65535",
-            "dn_scale": dn_scale,
-            "conversion": "round(clip(DN / dn_scale, 0, 1) * 65535)",
-            "channel_groups": _CHANNEL_GROUPS,
+            **_pixel_info(dn_scale),
             "tile_size": [int(h), int(w)],
             "patch_size": size,
             "patch_mode": mode,
