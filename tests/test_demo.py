@@ -12,12 +12,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from splicer.data.demo import (
-    DEMO_FAMILIES,
-    HYPERSPECTRAL_BANDS,
-    MULTIPLEX_CHANNELS,
-    make_demo,
-)
+from splicer.data.demo import DEMO_FAMILIES, demo_datasets, make_demo
+from splicer.data.vocab import HYPERSPECTRAL_BANDS, MULTIPLEX_CHANNELS
 from splicer.data.format import ImageDataset, load_dataset
 
 SMALL = {"n_pretrain": 40, "n_train": 24, "n_val": 12, "n_test": 12}
@@ -86,6 +82,13 @@ def test_shapes_dtypes_and_balance(demo, family):
             masks = np.asarray(ds.masks)
             assert set(np.unique(masks)) == {0, 1}
             assert masks.reshape(ds.n, -1).max(axis=1).min() == 1, "every image needs a non-empty mask"
+
+
+def test_declared_datasets_are_the_generated_ones(demo):
+    for family in DEMO_FAMILIES:
+        assert set(demo_datasets(family)) == set(demo[family]), family
+    with pytest.raises(ValueError, match="unknown demo family 'nope'"):
+        demo_datasets("nope")
 
 
 def test_determinism_same_seed_identical_bytes(tmp_path):

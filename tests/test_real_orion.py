@@ -17,7 +17,7 @@ from loopback import Route, Server
 
 from splicer.data import download, sources
 from splicer.data.build import build_data
-from splicer.data.demo import CELL_TYPES, MULTIPLEX_CHANNELS, T_SUBTYPES
+from splicer.data.vocab import CELL_TYPES, MULTIPLEX_CHANNELS, T_SUBTYPES
 from splicer.data.download import ChecksumError, fetch
 from splicer.data.format import load_dataset
 from splicer.data.real.common import BuildError

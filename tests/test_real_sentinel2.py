@@ -19,7 +19,7 @@ from rasterio.transform import Affine
 
 from splicer.data import download, sources
 from splicer.data.build import build_data
-from splicer.data.demo import HYPERSPECTRAL_BANDS
+from splicer.data.vocab import HYPERSPECTRAL_BANDS
 from splicer.data.download import ChecksumError, fetch
 from splicer.data.format import load_dataset
 from splicer.data.real.common import BuildError

@@ -12,7 +12,7 @@ Inputs (archive names of :func:`splicer.data.sources.orion_archives`, one pair p
 * ``markers.csv`` -- the channel list: either with a header holding ``marker_name`` (MCMICRO layout; other
   columns such as ``channel_number``/``cycle_number`` ignored) or the legacy header-less one-name-per-line
   form (as in labsyspharm/orion-crc ``scripts-processing/markers.csv``); it must name exactly the 19 channels
-  of :data:`splicer.data.demo.MULTIPLEX_CHANNELS` (any order; the image channels follow the file's order and
+  of :data:`splicer.data.vocab.MULTIPLEX_CHANNELS` (any order; the image channels follow the file's order and
   are reordered to MULTIPLEX_CHANNELS in the crops).
 
 Pixels are read lazily: never a whole page. For each crop only the level-0 tiles (or strips) it intersects are
@@ -78,7 +78,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from splicer.data.demo import CELL_TYPES, MULTIPLEX_CHANNELS, T_SUBTYPES
+from splicer.data.vocab import CELL_TYPES, MULTIPLEX_CHANNELS, T_SUBTYPES
 from splicer.data.format import DatasetWriter
 from splicer.data.real.common import SPLITS, BuildError, Caps, check_params, require, split_order, stable_rng
 from splicer.data.sources import ORION_SLIDES, _orion_slide_id

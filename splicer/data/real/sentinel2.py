@@ -3,7 +3,7 @@
 Both builders write the dataset, channel, class and split names of the ``hyperspectral`` demo family
 (:func:`splicer.data.demo.make_hyperspectral`), so the experiments ``eurosat``, ``eurosat_rgb`` and ``mmearth`` of
 ``config/paper.yaml`` run unchanged on real data. Every image is ``uint16`` = reflectance * 65535 in the band order
-:data:`~splicer.data.demo.HYPERSPECTRAL_BANDS` (B01 ... B08, B08A, B09 ... B12), as in the demo.
+:data:`~splicer.data.vocab.HYPERSPECTRAL_BANDS` (B01 ... B08, B08A, B09 ... B12), as in the demo.
 
 **EuroSAT** (:func:`build_eurosat`; kind ``eurosat``) -> ``bands13`` (N, 13, 64, 64) and ``rgb`` (N, 3, 64, 64).
 
@@ -78,7 +78,7 @@ from typing import Any
 
 import numpy as np
 
-from splicer.data.demo import HYPERSPECTRAL_BANDS
+from splicer.data.vocab import HYPERSPECTRAL_BANDS
 from splicer.data.format import DatasetWriter
 from splicer.data.real.common import SPLITS, BuildError, Caps, check_params, require, stable_rng
 
