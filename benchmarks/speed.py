@@ -119,8 +119,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None, help="default 128 on CPU, 256 on CUDA")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per implementation and configuration")
     p.add_argument("--steps", type=int, default=5, help="timed steps per round")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="alternating reference/ours timed rounds per configuration; best and median round reported")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating reference/ours timed rounds per configuration; best and median round reported",
+    )
     p.add_argument("--workers", type=int, default=None, help="reference DataLoader workers (default 2 CPU, 8 CUDA)")
     p.add_argument("--arch", default=None, help="encoder arch (default: 'resnet' on CPU, 'resnet18' on CUDA)")
     p.add_argument("--base-width", type=int, default=16, help="width of arch 'resnet'")
@@ -129,10 +133,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--embed-dim", type=int, default=None, help="default 256 (CPU), 2048 (CUDA)")
     p.add_argument("--ks", type=int, nargs="+", default=[2, 4], help="SpliCER component counts (default 2 4)")
     p.add_argument("--no-amp", action="store_true", help="ours without bf16 autocast / channels_last on CUDA")
-    p.add_argument("--no-channels-last", action="store_true",
-                   help="ours without channels_last (splicer.train uses it on every device by default)")
-    p.add_argument("--fuse", choices=["auto", "yes", "no"], default="auto",
-                   help="FusedEncoders for the component encoders: auto = on CUDA only (the library default)")
+    p.add_argument(
+        "--no-channels-last",
+        action="store_true",
+        help="ours without channels_last (splicer.train uses it on every device by default)",
+    )
+    p.add_argument(
+        "--fuse",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="FusedEncoders for the component encoders: auto = on CUDA only (the library default)",
+    )
     p.add_argument("--ref-amp", action="store_true", help="give the reference bf16 autocast + channels_last too")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
@@ -201,8 +212,16 @@ def _autocast(device: torch.device, enabled: bool) -> AbstractContextManager[Any
 def build_ours(s: Settings, k: int) -> SSLModel:
     """SSLModel of the baseline (``k == 0``) or SpliCER with ``k`` channel-subset components."""
     cfg = AugmentConfig(
-        crop_scale=CROP_SCALE, crop_ratio=CROP_RATIO, p_hflip=P_HFLIP, p_jitter=P_JITTER, brightness=BRIGHTNESS,
-        contrast=CONTRAST, saturation=0.0, hue=0.0, p_noise=P_NOISE, noise_std=NOISE_STD,
+        crop_scale=CROP_SCALE,
+        crop_ratio=CROP_RATIO,
+        p_hflip=P_HFLIP,
+        p_jitter=P_JITTER,
+        brightness=BRIGHTNESS,
+        contrast=CONTRAST,
+        saturation=0.0,
+        hue=0.0,
+        p_noise=P_NOISE,
+        noise_std=NOISE_STD,
     )
     components: dict[str, Component] = {}
     if k == 0:
@@ -275,13 +294,15 @@ class ChannelJitter(nn.Module):
 
 def reference_transform(size: int) -> v2.Compose:
     """Per-sample torchvision v2 pipeline: crop and flip on uint8, then float, jitter, noise."""
-    return v2.Compose([
-        v2.RandomResizedCrop(size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),
-        v2.RandomHorizontalFlip(P_HFLIP),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.RandomApply([ChannelJitter(BRIGHTNESS, CONTRAST)], p=P_JITTER),
-        v2.RandomApply([v2.GaussianNoise(mean=0.0, sigma=NOISE_STD, clip=True)], p=P_NOISE),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),
+            v2.RandomHorizontalFlip(P_HFLIP),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.RandomApply([ChannelJitter(BRIGHTNESS, CONTRAST)], p=P_JITTER),
+            v2.RandomApply([v2.GaussianNoise(mean=0.0, sigma=NOISE_STD, clip=True)], p=P_NOISE),
+        ]
+    )
 
 
 class ReferenceViews(Dataset):
@@ -344,8 +365,13 @@ class ReferenceRunner:
         sampler = RandomSampler(dataset, num_samples=1 << 40, generator=torch.Generator().manual_seed(s.seed))
         cuda = self.device.type == "cuda"
         self.loader = DataLoader(
-            dataset, batch_size=s.batch_size, sampler=sampler, drop_last=True, num_workers=s.workers,
-            persistent_workers=s.workers > 0, pin_memory=cuda,
+            dataset,
+            batch_size=s.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=s.workers,
+            persistent_workers=s.workers > 0,
+            pin_memory=cuda,
         )
         self.it = iter(self.loader)
         self.queue_depth = 2 * s.workers  # batches the workers prefetch (DataLoader's prefetch_factor=2)
@@ -449,43 +475,56 @@ def benchmark(s: Settings) -> dict[str, Any]:
     """Run every configuration; returns the results as a JSON-able dict."""
     torch.set_num_threads(s.threads)
     gen = torch.Generator().manual_seed(s.seed)
-    images = torch.randint(0, 256, (s.n_images, s.channels, s.image_size, s.image_size), generator=gen,
-                           dtype=torch.uint8)
+    images = torch.randint(
+        0, 256, (s.n_images, s.channels, s.image_size, s.image_size), generator=gen, dtype=torch.uint8
+    )
     load_before = _loadavg()
     rows = []
     for k in [0, *s.ks]:
         for impl, rounds in run_config(s, images, k).items():
             walls = [r.wall_s for r in rounds]
-            rows.append({
-                "config": _name(k), "k": k, "impl": impl,
-                "step_s": min(walls), "images_per_s": s.batch_size / min(walls),
-                "median_step_s": statistics.median(walls),
-                "median_images_per_s": s.batch_size / statistics.median(walls),
-                "cpu_s_per_step": statistics.median(r.cpu_s for r in rounds),
-                "spread": max(walls) / min(walls),
-                "rounds": [asdict(r) for r in rounds],
-            })
+            rows.append(
+                {
+                    "config": _name(k),
+                    "k": k,
+                    "impl": impl,
+                    "step_s": min(walls),
+                    "images_per_s": s.batch_size / min(walls),
+                    "median_step_s": statistics.median(walls),
+                    "median_images_per_s": s.batch_size / statistics.median(walls),
+                    "cpu_s_per_step": statistics.median(r.cpu_s for r in rounds),
+                    "spread": max(walls) / min(walls),
+                    "rounds": [asdict(r) for r in rounds],
+                }
+            )
         gc.collect()
     ips = {(r["k"], r["impl"]): r["images_per_s"] for r in rows}
     med = {(r["k"], r["impl"]): r["median_images_per_s"] for r in rows}
     speedup = {_name(k): ips[k, "ours"] / ips[k, "reference"] for k in [0, *s.ks]}
     median_speedup = {_name(k): med[k, "ours"] / med[k, "reference"] for k in [0, *s.ks]}
-    cost = {
-        f"K={k}/baseline": {impl: ips[0, impl] / ips[k, impl] for impl in ("ours", "reference")} for k in s.ks
-    }
+    cost = {f"K={k}/baseline": {impl: ips[0, impl] / ips[k, impl] for impl in ("ours", "reference")} for k in s.ks}
     kind = "cuda" if s.device.startswith("cuda") else "cpu"
     targets = [
-        {"target": f"ours/reference >= {TARGET_SPEEDUP[kind]} ({name})", "value": v,
-         "passed": v >= TARGET_SPEEDUP[kind]}
+        {
+            "target": f"ours/reference >= {TARGET_SPEEDUP[kind]} ({name})",
+            "value": v,
+            "passed": v >= TARGET_SPEEDUP[kind],
+        }
         for name, v in speedup.items()
     ]
     if COST_K in s.ks:
         v = cost[f"K={COST_K}/baseline"]["ours"]
-        targets.append({"target": f"ours step cost K={COST_K}/baseline <= {TARGET_COST}", "value": v,
-                        "passed": v <= TARGET_COST})
+        targets.append(
+            {"target": f"ours step cost K={COST_K}/baseline <= {TARGET_COST}", "value": v, "passed": v <= TARGET_COST}
+        )
     return {
-        "settings": asdict(s), "results": rows, "speedup": speedup, "median_speedup": median_speedup,
-        "step_cost": cost, "targets": targets, "loadavg": {"before": load_before, "after": _loadavg()},
+        "settings": asdict(s),
+        "results": rows,
+        "speedup": speedup,
+        "median_speedup": median_speedup,
+        "step_cost": cost,
+        "targets": targets,
+        "loadavg": {"before": load_before, "after": _loadavg()},
     }
 
 
@@ -532,9 +571,12 @@ def report(out: dict[str, Any]) -> str:
         f"{r['config']} {r['impl']} {r['spread']:.1f}x" for r in out["results"] if r["spread"] > UNSTABLE_SPREAD
     ]
     if unstable:
-        lines += ["", f"WARNING: unstable timings, slowest/fastest round: {', '.join(unstable)}. Other processes are "
-                  "competing for the cores; with several intra-op threads that stalls whole steps. Rerun on an idle "
-                  "machine, with more --rounds, or with --threads 1."]
+        lines += [
+            "",
+            f"WARNING: unstable timings, slowest/fastest round: {', '.join(unstable)}. Other processes are "
+            "competing for the cores; with several intra-op threads that stalls whole steps. Rerun on an idle "
+            "machine, with more --rounds, or with --threads 1.",
+        ]
     lines.append("")
     for t in out["targets"]:
         lines.append(f"{'PASS' if t['passed'] else 'MISS'}  {t['target']}: {t['value']:.2f}")

@@ -158,8 +158,9 @@ class BatchAugment:
         sizes = [_N_CROP_TRIES, _N_CROP_TRIES, 2, 1, 1, 1, 1, 1, cj, cj, 1, 1, 1, 1, 1]
         u = torch.rand(n, sum(sizes), generator=generator, device=generator.device, dtype=torch.float32)
         u = u.to(device=x.device, dtype=work.dtype)
-        (u_scale, u_ratio, u_off, u_hf, u_vf, u_rot, u_rotk, u_jit, u_b, u_c, u_s, u_h, u_gray, u_noise,
-         u_sol) = u.split(sizes, dim=1)
+        (u_scale, u_ratio, u_off, u_hf, u_vf, u_rot, u_rotk, u_jit, u_b, u_c, u_s, u_h, u_gray, u_noise, u_sol) = (
+            u.split(sizes, dim=1)
+        )
 
         out = work
         if not self._geometry_is_identity(h, w, out_h, out_w):

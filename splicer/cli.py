@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("supervised", help="supervised ceiling: the run config's encoder trained with labels")
     s.add_argument("--config", required=True)
     s.add_argument("--data", required=True)
-    s.add_argument("--out", required=True, help="result .json")
+    s.add_argument("--out", required=True, help="run directory (resumable; result.json is written last)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE")
 

@@ -5,9 +5,10 @@ these functions; the SLURM executor plugin turns them into ``--gpus``, ``--cpus-
 ``-t``. Partitions, accounts, QoS and constraints are site settings: they live in the profile
 (``slurm/config.yaml``), never here. A site overrides any value with the profile's ``set-resources``.
 
-Sizes come from :data:`SIZE_HINTS`, rough numbers for each dataset ``kind`` (pretraining images, image size,
-channels, bytes per value, images embedded by ``evaluate``); a config entry's ``params`` (``n_pretrain``,
-``size`` / ``crop_size`` / ``patch_size``), ``source.size`` (MedMNIST) and ``caps`` refine them. Run times
+Sizes come from each dataset kind's ``size`` (:data:`splicer.registry.KINDS`), rough numbers (pretraining
+images, image size, channels, bytes per value, images embedded by ``evaluate``); a config entry's ``params``
+(``n_pretrain``, ``size`` / ``crop_size`` / ``patch_size``), ``source.size`` (MedMNIST) and ``caps`` refine them.
+Run times
 are ESTIMATES from an assumed throughput (:data:`IMAGES_PER_S_32PX`, a ResNet-18 two-view SSL step on one
 data-centre GPU, not measured here) times :data:`SAFETY`. They need not be tight: a job reaching its limit
 gets SIGUSR1 five minutes before (profile: ``--signal=USR1@300``), checkpoints, fails, and its resubmission
@@ -20,15 +21,16 @@ import math
 import os
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from splicer.pipeline import _split_ref, experiment_runs, gpus, run_config
+from splicer.data.vocab import HYPERSPECTRAL_BANDS, MULTIPLEX_CHANNELS
+from splicer.pipeline.grid import experiment_runs, run_config
+from splicer.pipeline.paths import split_ref
+from splicer.registry import KINDS, SizeHint
 
 __all__ = [
-    "SIZE_HINTS",
-    "SizeHint",
     "cpus_per_task",
-    "gpus",  # re-exported from splicer.pipeline
+    "export_environment",
+    "gpus",
     "ignore_preemption_signal_in_job",
     "mem_mb",
     "runtime",
@@ -38,37 +40,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class SizeHint:
-    """Rough size of one ``datasets`` entry: its pretraining set and the images ``evaluate`` embeds."""
-
-    images: int  # pretraining images (0: an evaluation-only entry)
-    height: int
-    width: int
-    channels: int
-    bytes_per_value: int = 1
-    eval_images: int = 0  # images of its evaluation datasets (all splits; embedded, then probed)
-
-    @property
-    def image_bytes(self) -> int:
-        return self.height * self.width * self.channels * self.bytes_per_value
-
-
-# Order-of-magnitude sizes of the paper's datasets as the builders write them (see splicer/data/real). Where a
-# number depends on a choice (Orion slides, MMEarth subset, MedMNIST size) it is a generous guess.
-SIZE_HINTS: dict[str, SizeHint] = {
-    "demo": SizeHint(2_000, 32, 32, 3, eval_images=3 * 1_400),
-    "folder": SizeHint(50_000, 224, 224, 3, eval_images=50_000),
-    "mnist_cifar": SizeHint(10_000, 64, 32, 3, eval_images=5 * 12_000),  # MNIST 0/1 on top of CIFAR car/truck
-    "orion_crc": SizeHint(50_000, 32, 32, 19, 2, eval_images=100_000),  # cell crops of the chosen slides
-    "eurosat": SizeHint(27_000, 64, 64, 13, 2, eval_images=2 * 27_000),  # 13-band and RGB variants
-    "mmearth": SizeHint(100_000, 64, 64, 13, 2, eval_images=0),  # EuroSAT band order (B10 = 0 on L2A tiles)
-    "nct_crc": SizeHint(100_000, 224, 224, 3, eval_images=100_000 + 7_180),  # NCT-CRC-HE-100K + CRC-VAL-HE-7K
-    "camelyon17": SizeHint(0, 96, 96, 3, eval_images=455_954),  # WILDS patches (evaluation only)
-    "chestmnist": SizeHint(112_120, 28, 28, 1, eval_images=112_120),
-    "pneumoniamnist": SizeHint(0, 28, 28, 1, eval_images=5_856),
-}
-DEMO_CHANNELS = {"multiplex": 19, "hyperspectral": 13}
+DEMO_CHANNELS = {"multiplex": len(MULTIPLEX_CHANNELS), "hyperspectral": len(HYPERSPECTRAL_BANDS)}
 
 # Assumed SSL step throughput at 32x32 px, ResNet-18, one GPU. Measured on one H100 (benchmarks/cuda_check.sh,
 # 32x16 px): Baseline 9 985 img/s, SpliCER with one component + view 5 007 img/s; 2 000 leaves room for older
@@ -88,7 +60,7 @@ def size_hint(config: Mapping, data: str) -> SizeHint:
     """The :class:`SizeHint` of ``datasets.<data>``: the kind's hint, refined by its ``params`` and ``caps``."""
     spec = config["datasets"][data]
     kind = spec["kind"]
-    base = SIZE_HINTS.get(kind, SIZE_HINTS["folder"])
+    base = KINDS[kind].size if kind in KINDS else KINDS["folder"].size
     params = spec.get("params") or {}
     source = spec.get("source") or {}
     images, eval_images = int(params.get("n_pretrain", base.images)), base.eval_images
@@ -114,6 +86,11 @@ def size_hint(config: Mapping, data: str) -> SizeHint:
     return SizeHint(images, height, width, channels, base.bytes_per_value, eval_images)
 
 
+def gpus(config: Mapping) -> int:
+    """GPUs a training/embedding job asks the scheduler for (none on CPU configs)."""
+    return 0 if config.get("device", "auto") == "cpu" else 1
+
+
 def cpus_per_task(config: Mapping) -> int:
     """CPUs of a training / embedding job: ``threads``, and at least 4 beside a GPU (data loading, probes)."""
     threads = int(config.get("threads", 1))
@@ -137,7 +114,7 @@ def _epochs(config: Mapping, experiment: str) -> int:
 def _hints(config: Mapping, experiment: str) -> tuple[SizeHint, list[SizeHint]]:
     """The experiment's own data entry and every entry its evaluations read."""
     exp = config["experiments"][experiment]
-    evals = sorted({_split_ref(config, experiment, spec["data"])[0] for spec in exp["evaluate"].values()})
+    evals = sorted({split_ref(config, experiment, spec["data"])[0] for spec in exp["evaluate"].values()})
     return size_hint(config, exp["data"]), [size_hint(config, d) for d in evals]
 
 
@@ -210,3 +187,20 @@ def ignore_preemption_signal_in_job() -> bool:
     except ValueError:  # not the main thread
         return False
     return True
+
+
+def export_environment(root: str) -> None:
+    """Let jobs (local, conda or SLURM, which inherit this environment) find this package and a Python.
+
+    The repository goes on ``PYTHONPATH``; the folder of the interpreter running Snakemake goes on ``PATH`` so
+    that ``python`` in a shell rule is this venv's when Snakemake was started without activating it (a conda
+    env, when used, is activated in front of it).
+    """
+    import sys
+
+    def prepend(var: str, entry: str) -> None:
+        rest = [p for p in os.environ.get(var, "").split(os.pathsep) if p and p != entry]
+        os.environ[var] = os.pathsep.join([entry, *rest])
+
+    prepend("PYTHONPATH", root)
+    prepend("PATH", os.path.dirname(sys.executable))

@@ -33,14 +33,13 @@ DEFAULTS: dict[str, Any] = {
         "embed_dim": 2048,
         "fuse": "auto",  # fuse identical component encoders on CUDA; on CPU grouped convs are slower than a loop
     },
-    "loss_options": {"vicreg": {}, "simclr": {}},
+    "loss_options": {},
     "augment": {},
     "train": {},
 }
 _SECTION_KEYS = {
     "method": {"name", "inputs", "loss", "options"},
     "model": {"encoder", "projector_hidden", "embed_dim", "fuse"},
-    "loss_options": {"vicreg", "simclr"},
 }
 
 
@@ -80,6 +79,14 @@ def validate_run_config(cfg: Mapping, where: str = "run config") -> dict:
         extra = set(merged[section]) - keys
         if extra:
             raise ValueError(f"{where}: unknown key(s) {sorted(extra)} in section {section!r}; expected {sorted(keys)}")
+    from splicer.registry import LOSSES, METHODS
+
+    if extra := sorted(set(merged["loss_options"]) - set(LOSSES)):
+        raise ValueError(f"{where}: unknown loss(es) {extra} in section 'loss_options'; losses: {list(LOSSES)}")
+    if merged["method"]["name"] not in METHODS:
+        raise ValueError(f"{where}: unknown method {merged['method']['name']!r}; methods: {list(METHODS)}")
+    if merged["method"]["loss"] not in LOSSES:
+        raise ValueError(f"{where}: unknown loss {merged['method']['loss']!r}; losses: {list(LOSSES)}")
     from splicer.augment import AugmentConfig
     from splicer.train import TrainConfig
 

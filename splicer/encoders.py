@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from splicer.fileio import write_atomic
 
 ARCHS = ("resnet18", "resnet50", "resnet")
 _TORCHVISION_OUT_DIM = {"resnet18": 512, "resnet50": 2048}
@@ -158,23 +159,19 @@ def build_encoder(
 
 
 def save_encoder(encoder: nn.Module, path: str | os.PathLike) -> None:
-    """Write ``{"encoder_spec", "encoder_state"}`` to ``path`` atomically (temp file + ``os.replace``)."""
+    """Write ``{"encoder_spec", "encoder_state"}`` to ``path`` atomically (:func:`splicer.fileio.write_atomic`)."""
     if isinstance(encoder, FusedEncoders):
         raise ValueError(f"cannot save FusedEncoders to {path}; save each of its .unfuse() encoders instead")
     spec = getattr(encoder, "spec", None)
     if not isinstance(spec, dict):
         raise ValueError(f"encoder {type(encoder).__name__} has no 'spec' dict; cannot save it to {path}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"encoder_spec": dict(spec), "encoder_state": state}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            torch.save({"encoder_spec": dict(spec), "encoder_state": state}, fh)
+
+    write_atomic(path, save)
 
 
 def load_encoder(path: str | os.PathLike) -> nn.Module:
@@ -227,14 +224,25 @@ def _fused_shell(module: nn.Module, k: int, **factory: Any) -> nn.Module:
     """An uninitialised K-times-wider/grouped copy of one Conv2d, BatchNorm2d or Linear."""
     if isinstance(module, nn.Conv2d):
         return nn.Conv2d(
-            k * module.in_channels, k * module.out_channels, module.kernel_size, module.stride,
-            module.padding, module.dilation, groups=k * module.groups, bias=module.bias is not None,
-            padding_mode=module.padding_mode, **factory,
+            k * module.in_channels,
+            k * module.out_channels,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            groups=k * module.groups,
+            bias=module.bias is not None,
+            padding_mode=module.padding_mode,
+            **factory,
         )
     if isinstance(module, nn.BatchNorm2d):
         return nn.BatchNorm2d(
-            k * module.num_features, module.eps, module.momentum, module.affine,
-            module.track_running_stats, **factory,
+            k * module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+            **factory,
         )
     return GroupedLinear(k, module.in_features, module.out_features, module.bias is not None, **factory)
 
@@ -247,7 +255,7 @@ def _is_channels_last(module: nn.Module) -> bool:
 
 
 class FusedEncoders(nn.Module):
-    """K encoders of one spec run as a single grouped network; see the module docstring and CONTRACT.md.
+    """K encoders of one spec run as a single network: grouped convolutions, stacked BN and linear weights.
 
     ``forward(xs)`` takes K tensors of identical shape ``(N, C, H, W)`` and returns K ``(N, out_dim)`` tensors,
     numerically equal (allclose) to ``[enc(x) for enc, x in zip(encoders, xs)]``, gradients and BN running
@@ -278,8 +286,10 @@ class FusedEncoders(nn.Module):
                 originals = [enc.get_submodule(name) for enc in encoders]
                 net.set_submodule(name, self._fuse(originals, k))
             elif list(module.parameters(recurse=False)) or list(module.buffers(recurse=False)):
-                raise TypeError(f"cannot fuse module {name!r} of type {type(module).__name__}: only Conv2d, "
-                                "BatchNorm2d and Linear may hold parameters or buffers")
+                raise TypeError(
+                    f"cannot fuse module {name!r} of type {type(module).__name__}: only Conv2d, "
+                    "BatchNorm2d and Linear may hold parameters or buffers"
+                )
         if _is_channels_last(encoders[0]):
             net = net.to(memory_format=torch.channels_last)
         self.net = net

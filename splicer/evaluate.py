@@ -24,6 +24,8 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from splicer.data.format import value_scale
+
 __all__ = [
     "effective_rank",
     "embed",
@@ -38,20 +40,18 @@ Split = tuple[np.ndarray, np.ndarray]
 
 # --------------------------------------------------------------------------------------------------- embedding
 def _to_float_on(batch: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Move a numpy batch to ``device`` in its compact dtype, then scale there (uint8/255, uint16/65535).
-
-    Same semantics as ``splicer.data.format.to_float``; kept local so the (4x larger) float tensor is only
-    ever created on the device.
-    """
+    """Move a numpy batch to ``device`` in its compact dtype, then scale there (:func:`value_scale`), so the (4x
+    larger) float tensor is only ever created on the device."""
+    try:
+        scale = value_scale(batch.dtype)
+    except TypeError as err:
+        raise ValueError(f"images: {err}") from None
     if not batch.flags.writeable:  # memory-mapped datasets are read-only; torch wants writable memory
         batch = np.array(batch)
-    if batch.dtype == np.uint8:
-        return torch.from_numpy(batch).to(device).float().div_(255.0)
     if batch.dtype == np.uint16:  # torch's uint16 support is partial: int32 holds 0..65535 exactly
-        return torch.from_numpy(batch.astype(np.int32)).to(device).float().div_(65535.0)
-    if np.issubdtype(batch.dtype, np.floating):
-        return torch.from_numpy(batch.astype(np.float32, copy=False)).to(device)
-    raise ValueError(f"images: unsupported dtype {batch.dtype} (expected uint8, uint16 or float)")
+        batch = batch.astype(np.int32)
+    x = torch.from_numpy(batch.astype(np.float32, copy=False) if scale == 1.0 else batch).to(device)
+    return x if scale == 1.0 else x.float().div_(scale)
 
 
 def embed(encoder: nn.Module, images: np.ndarray, batch_size: int = 256, device: str = "cpu") -> np.ndarray:

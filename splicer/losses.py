@@ -12,14 +12,11 @@ of the 2N embeddings is contrasted against the other 2N - 1, the positive being 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "LOSSES",
     "NTXentLoss",
     "VICRegLoss",
     "build_loss",
@@ -129,14 +126,14 @@ class NTXentLoss(nn.Module):
         return nt_xent_loss(z_a, z_b, self.temperature)
 
 
-LOSSES: dict[str, Callable[..., nn.Module]] = {"vicreg": VICRegLoss, "simclr": NTXentLoss}
-
-
 def build_loss(name: str, **kwargs: float) -> nn.Module:
-    """Build a loss module by name (``vicreg`` or ``simclr``); unknown names or options raise ``ValueError``."""
+    """Build a loss module by its name in :data:`splicer.registry.LOSSES`; unknown names or options raise
+    ``ValueError``."""
+    from splicer.registry import LOSSES, resolve
+
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
     try:
-        return LOSSES[name](**kwargs)
+        return resolve(LOSSES[name].module)(**kwargs)
     except TypeError as err:
         raise ValueError(f"bad options {sorted(kwargs)} for loss {name!r}: {err}") from None

@@ -9,7 +9,7 @@ augmented view of the whole image, which goes through the primary encoder *and* 
 setup). Component branches get an encoder and projector of their own; component encoders of identical input
 shape run fused as one grouped network (:class:`splicer.encoders.FusedEncoders`).
 
-Presets (``PRESETS``):
+Presets (registered in :data:`splicer.registry.METHODS`):
 
 * ``baseline``: one branch, ``view``, registered to the whole primary embedding.
 * ``sigma_je``: one branch per component, each registered to the whole primary embedding.
@@ -28,7 +28,8 @@ Presets (``PRESETS``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -39,14 +40,19 @@ from splicer.components import Component
 from splicer.losses import build_loss
 
 __all__ = [
-    "PRESETS",
     "PRIMARY",
     "VIEW",
     "Branch",
     "Pair",
     "PairingSpec",
     "SSLModel",
+    "SupervisedModel",
+    "baseline_pairing",
     "build_pairing",
+    "method_options",
+    "sigma_je_pairing",
+    "splicer_pairing",
+    "trident_pairing",
 ]
 
 PRIMARY = "primary"
@@ -155,35 +161,39 @@ def _branches(inputs: Sequence[str]) -> tuple[Branch, ...]:
     return tuple(Branch(name=i, input=i, shared=(i == VIEW)) for i in inputs)
 
 
-def _baseline(inputs: Sequence[str], loss: str, embed_dim: int, **_: object) -> PairingSpec:
+def baseline_pairing(inputs: Sequence[str], loss: str, embed_dim: int) -> PairingSpec:
+    """Baseline: a second view of the image registered to the whole primary embedding."""
     if list(inputs) not in ([], [VIEW]):
         raise ValueError(f"baseline pairs only a second view of the image; got inputs {list(inputs)}")
     return PairingSpec("baseline", embed_dim, _branches([VIEW]), (Pair(PRIMARY, VIEW, loss=loss),))
 
 
-def _sigma_je(inputs: Sequence[str], loss: str, embed_dim: int, **_: object) -> PairingSpec:
+def sigma_je_pairing(inputs: Sequence[str], loss: str, embed_dim: int) -> PairingSpec:
+    """Σ-JE: every component registered to the whole primary embedding."""
     branches = _branches(inputs)
     return PairingSpec("sigma_je", embed_dim, branches, tuple(Pair(PRIMARY, b.name, loss=loss) for b in branches))
 
 
-def _trident(inputs: Sequence[str], loss: str, embed_dim: int, **_: object) -> PairingSpec:
+def trident_pairing(inputs: Sequence[str], loss: str, embed_dim: int) -> PairingSpec:
+    """TriDeNT: a view plus the components, a loss over all pairs of the primary and the branches."""
     inputs = [VIEW, *[i for i in inputs if i != VIEW]]
     branches = _branches(inputs)
     nodes = [PRIMARY, *[b.name for b in branches]]
     return PairingSpec("trident", embed_dim, branches, tuple(Pair(a, b, loss=loss) for a, b in combinations(nodes, 2)))
 
 
-def _splicer(
+def splicer_pairing(
     inputs: Sequence[str],
     loss: str,
     embed_dim: int,
+    *,
     chunk_sizes: Sequence[int] | None = None,
     chunk_losses: Sequence[str] | None = None,
     chunk_weights: Sequence[float] | None = None,
     primary_regulariser: str = "chunk",
     include_view: bool = False,
-    **_: object,
 ) -> PairingSpec:
+    """SpliCER: branch i registered to chunk i of the primary embedding only (see the module docstring)."""
     if include_view and VIEW not in inputs:
         inputs = [VIEW, *inputs]
     branches = _branches(inputs)
@@ -213,19 +223,27 @@ def _splicer(
     return PairingSpec("splicer", embed_dim, branches, pairs, tuple(int(c) for c in chunk_sizes), primary_regulariser)
 
 
-_PRESET_OPTIONS = {"splicer": {"chunk_sizes", "chunk_losses", "chunk_weights", "primary_regulariser", "include_view"}}
-PRESETS = {"baseline": _baseline, "sigma_je": _sigma_je, "trident": _trident, "splicer": _splicer}
+def _preset(method: str) -> Callable[..., PairingSpec]:
+    from splicer.registry import METHODS, resolve
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    return resolve(METHODS[method].pairing)
+
+
+def method_options(method: str) -> tuple[str, ...]:
+    """The ``options`` a method preset takes (its keyword-only parameters)."""
+    params = inspect.signature(_preset(method)).parameters.values()
+    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
 def build_pairing(method: str, inputs: Sequence[str], loss: str, embed_dim: int, **options: object) -> PairingSpec:
     """Build the pairing spec of a preset method over paired ``inputs`` (component names and/or ``"view"``)."""
-    if method not in PRESETS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(PRESETS)}")
-    allowed = _PRESET_OPTIONS.get(method, set())
+    allowed = set(method_options(method))
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method!r}; allowed: {sorted(allowed)}")
-    return PRESETS[method](inputs, loss, embed_dim, **options)
+    return _preset(method)(inputs, loss, embed_dim, **options)
 
 
 @dataclass
@@ -339,3 +357,29 @@ class SSLModel(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """The model protocol the trainer drives: total loss and detached metrics for one batch."""
         return self.pair_losses(self.embeddings(x, masks, generator))
+
+
+class SupervisedModel(nn.Module):
+    """An encoder and a linear head trained with cross-entropy: the supervised ceiling, driven by the same trainer
+    (:func:`splicer.train.train` with ``labels``) as the self-supervised methods, with the same augmentation."""
+
+    def __init__(self, encoder: nn.Module, n_classes: int, augment: nn.Module | None = None) -> None:
+        super().__init__()
+        self.primary_encoder = encoder
+        self.head = nn.Linear(encoder.out_dim, n_classes)
+        self.augment = augment
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.primary_encoder(x))
+
+    def training_loss(
+        self, x: Tensor, masks: Tensor | None, generator: torch.Generator | None, labels: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Cross-entropy of the augmented batch; ``accuracy`` (of the batch) as a metric."""
+        import torch.nn.functional as F
+
+        if self.augment is not None:
+            x = self.augment(x, generator)
+        logits = self(x)
+        loss = F.cross_entropy(logits, labels)
+        return loss, {"accuracy": (logits.detach().argmax(1) == labels).float().mean()}

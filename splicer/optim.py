@@ -52,9 +52,16 @@ class LARS(Optimizer):
         if weight_decay < 0.0:
             raise ValueError(f"invalid weight_decay={weight_decay}")
         defaults = {
-            "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta, "eps": eps,
-            "clip_lr": clip_lr, "exclude_bias_n_norm": exclude_bias_n_norm, "nesterov": nesterov,
-            "dampening": dampening, "lars_exclude": False,
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "eta": eta,
+            "eps": eps,
+            "clip_lr": clip_lr,
+            "exclude_bias_n_norm": exclude_bias_n_norm,
+            "nesterov": nesterov,
+            "dampening": dampening,
+            "lars_exclude": False,
         }
         super().__init__(params, defaults)
 
@@ -138,9 +145,7 @@ def build_optimizer(params: nn.Module | Iterable[torch.Tensor], cfg: Any) -> Opt
     return LARS(groups, lr=lr, momentum=momentum, weight_decay=wd)
 
 
-def warmup_cosine(
-    step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0
-) -> float:
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
     """Learning rate at (0-based) ``step``: linear warm-up, then cosine decay to ``min_lr``.
 
     Warm-up: ``base_lr * (step + 1) / warmup_steps`` for ``step < warmup_steps`` (starts at

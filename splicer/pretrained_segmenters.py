@@ -86,6 +86,8 @@ import torch
 import torch.nn.functional as F
 from skimage import color, measure
 
+from splicer.data.format import to_unit
+
 __all__ = [
     "HOVERNET_MODEL",
     "HYBRIDGNET_LANDMARKS",
@@ -145,8 +147,7 @@ class LandmarkModel(Protocol):
         """``(B, S, S)`` float32 in [0, 1] -> ``(B, K, 2)`` landmarks ``(x, y)``."""
         ...
 
-    def describe(self) -> dict[str, Any]:
-        ...
+    def describe(self) -> dict[str, Any]: ...
 
 
 # ============================================================================================== helpers
@@ -257,9 +258,18 @@ class TiledNucleusNet:
     smaller than ``min_area`` px are dropped. Outputs may be a tensor (the NP logits) or a dict with key ``np``.
     """
 
-    def __init__(self, net: torch.nn.Module, *, patch_input: int = HOVERNET_PATCH, mpp: float = HOVERNET_MPP,
-                 device: str = "auto", batch_size: int = 16, threshold: float = 0.5,
-                 min_area: int = HOVERNET_MIN_AREA, identity: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        *,
+        patch_input: int = HOVERNET_PATCH,
+        mpp: float = HOVERNET_MPP,
+        device: str = "auto",
+        batch_size: int = 16,
+        threshold: float = 0.5,
+        min_area: int = HOVERNET_MIN_AREA,
+        identity: Mapping[str, Any] | None = None,
+    ) -> None:
         self.device = resolve_device(device)
         self.net = _inference_module(net, self.device)
         self.patch_input = int(patch_input)
@@ -271,13 +281,21 @@ class TiledNucleusNet:
         probe = self._np_prob(torch.zeros(1, 3, self.patch_input, self.patch_input))
         self.patch_output = int(probe.shape[-1])
         if probe.shape[-2] != probe.shape[-1] or (self.patch_input - self.patch_output) % 2 or self.patch_output < 1:
-            raise ValueError(f"nucleus network maps a {self.patch_input}-px patch to {tuple(probe.shape[-2:])}: "
-                             "need a square output smaller by an even margin")
+            raise ValueError(
+                f"nucleus network maps a {self.patch_input}-px patch to {tuple(probe.shape[-2:])}: "
+                "need a square output smaller by an even margin"
+            )
         self.margin = (self.patch_input - self.patch_output) // 2
 
     def describe(self) -> dict[str, Any]:
-        return {**self.identity, "patch_input": self.patch_input, "patch_output": self.patch_output,
-                "mpp": self.mpp, "threshold": self.threshold, "min_area": self.min_area}
+        return {
+            **self.identity,
+            "patch_input": self.patch_input,
+            "patch_output": self.patch_output,
+            "mpp": self.mpp,
+            "threshold": self.threshold,
+            "min_area": self.min_area,
+        }
 
     @torch.inference_mode()
     def _np_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -302,10 +320,16 @@ class TiledNucleusNet:
         ny, nx = math.ceil(h / po), math.ceil(w / po)
         padded = np.pad(batch, ((0, 0), (m, m + ny * po - h), (m, m + nx * po - w), (0, 0)), mode="reflect")
         x = torch.from_numpy(np.ascontiguousarray(padded.transpose(0, 3, 1, 2)))
-        patches = torch.stack([x[:, :, iy * po:iy * po + self.patch_input, ix * po:ix * po + self.patch_input]
-                               for iy in range(ny) for ix in range(nx)], dim=1)  # (B, ny*nx, 3, P, P)
+        patches = torch.stack(
+            [
+                x[:, :, iy * po : iy * po + self.patch_input, ix * po : ix * po + self.patch_input]
+                for iy in range(ny)
+                for ix in range(nx)
+            ],
+            dim=1,
+        )  # (B, ny*nx, 3, P, P)
         patches = patches.reshape(-1, 3, self.patch_input, self.patch_input)
-        outs = [self._np_prob(patches[i:i + self.batch_size]) for i in range(0, patches.shape[0], self.batch_size)]
+        outs = [self._np_prob(patches[i : i + self.batch_size]) for i in range(0, patches.shape[0], self.batch_size)]
         prob = torch.cat(outs).reshape(b, ny, nx, po, po).permute(0, 1, 3, 2, 4).reshape(b, ny * po, nx * po)
         return prob[:, :h, :w].numpy()
 
@@ -314,9 +338,16 @@ class TiledNucleusNet:
         return np.stack([_remove_small(p >= self.threshold, self.min_area) for p in prob])
 
 
-def load_hovernet(weights: str | Path | None = None, *, model: str = HOVERNET_MODEL, device: str = "auto",
-                  batch_size: int = 16, patch_input: int | None = None, threshold: float = 0.5,
-                  min_area: int = HOVERNET_MIN_AREA) -> TiledNucleusNet:
+def load_hovernet(
+    weights: str | Path | None = None,
+    *,
+    model: str = HOVERNET_MODEL,
+    device: str = "auto",
+    batch_size: int = 16,
+    patch_input: int | None = None,
+    threshold: float = 0.5,
+    min_area: int = HOVERNET_MIN_AREA,
+) -> TiledNucleusNet:
     """HoVer-Net as a :class:`NucleusModel` (see the module docstring for where the network comes from)."""
     if weights is not None:
         path = Path(weights)
@@ -325,26 +356,38 @@ def load_hovernet(weights: str | Path | None = None, *, model: str = HOVERNET_MO
         program = _load_program(path)
         if program is not None:
             ident = {"source": program[1], "path": str(path), "sha256": file_sha256(path)}
-            return TiledNucleusNet(program[0], patch_input=patch_input or HOVERNET_PATCH, device=device,
-                                   batch_size=batch_size, threshold=threshold, min_area=min_area, identity=ident)
+            return TiledNucleusNet(
+                program[0],
+                patch_input=patch_input or HOVERNET_PATCH,
+                device=device,
+                batch_size=batch_size,
+                threshold=threshold,
+                min_area=min_area,
+                identity=ident,
+            )
     try:
         import tiatoolbox
         from tiatoolbox.models.architecture import get_pretrained_model
     except (ImportError, OSError) as err:  # OSError: a native library it loads (e.g. OpenSlide) is missing
-        where = (f"weights {weights} are not a TorchScript / torch.export file, so they need TIAToolbox to build "
-                 "the network"
-                 if weights is not None else "no weights were given and TIAToolbox is not installed")
+        where = (
+            f"weights {weights} are not a TorchScript / torch.export file, so they need TIAToolbox to build the network"
+            if weights is not None
+            else "no weights were given and TIAToolbox is not installed"
+        )
         raise SegmenterUnavailable(
             f"segmenter 'hovernet': {where} ({err}). Either `pip install tiatoolbox` (its pretrained {model!r} "
             "weights download into TIAToolbox's model cache on first use: run once on a login node when compute "
             "nodes are offline), or set segment.weights to a torch.export (.pt2) or TorchScript export of HoVer-Net "
             "(recipe in splicer/pretrained_segmenters.py), or set segment.fallback: classical_nuclei to run the "
-            "classical segmenter instead (recorded in segmentation.json)") from err
+            "classical segmenter instead (recorded in segmentation.json)"
+        ) from err
     try:
         net, ioconfig = get_pretrained_model(model, pretrained_weights=None if weights is None else str(weights))
     except Exception as err:  # download, network or weights errors of the third-party package
-        raise SegmenterUnavailable(f"segmenter 'hovernet': TIAToolbox could not load {model!r}"
-                                   f"{'' if weights is None else f' with weights {weights}'}: {err}") from err
+        raise SegmenterUnavailable(
+            f"segmenter 'hovernet': TIAToolbox could not load {model!r}"
+            f"{'' if weights is None else f' with weights {weights}'}: {err}"
+        ) from err
     shape = getattr(ioconfig, "patch_input_shape", None) or (HOVERNET_PATCH,)
     resolutions = getattr(ioconfig, "input_resolutions", None) or [{"units": "mpp", "resolution": HOVERNET_MPP}]
     res = resolutions[0]
@@ -353,9 +396,16 @@ def load_hovernet(weights: str | Path | None = None, *, model: str = HOVERNET_MO
     ident = {"source": "tiatoolbox", "model": model, "tiatoolbox": getattr(tiatoolbox, "__version__", "?")}
     if weights is not None:
         ident.update(path=str(weights), sha256=file_sha256(weights))
-    return TiledNucleusNet(net, patch_input=patch_input or int(shape[0]), mpp=float(res["resolution"]),
-                           device=device, batch_size=batch_size, threshold=threshold, min_area=min_area,
-                           identity=ident)
+    return TiledNucleusNet(
+        net,
+        patch_input=patch_input or int(shape[0]),
+        mpp=float(res["resolution"]),
+        device=device,
+        batch_size=batch_size,
+        threshold=threshold,
+        min_area=min_area,
+        identity=ident,
+    )
 
 
 def nucleus_masks(images: np.ndarray, model: NucleusModel, data_mpp: float, batch_size: int = 8) -> np.ndarray:
@@ -370,13 +420,15 @@ def nucleus_masks(images: np.ndarray, model: NucleusModel, data_mpp: float, batc
     hw_model = (max(1, round(h * scale)), max(1, round(w * scale)))
     out = np.zeros((n, 1, h, w), dtype=np.uint8)
     for i in range(0, n, max(1, batch_size)):
-        x = torch.from_numpy(_as_uint8(images[i:i + batch_size]).astype(np.float32))
+        x = torch.from_numpy(_as_uint8(images[i : i + batch_size]).astype(np.float32))
         x = _resize_images(x, hw_model).round_().clamp_(0, 255).to(torch.uint8)
         pred = np.asarray(model.predict(x.permute(0, 2, 3, 1).contiguous().numpy()))
         if pred.shape != (x.shape[0], *hw_model):
-            raise ValueError(f"nucleus model returned maps {pred.shape} for a batch of {tuple(x.shape)}; "
-                             f"expected {(x.shape[0], *hw_model)}")
-        out[i:i + batch_size, 0] = resize_masks(binarise(pred), (h, w))
+            raise ValueError(
+                f"nucleus model returned maps {pred.shape} for a batch of {tuple(x.shape)}; "
+                f"expected {(x.shape[0], *hw_model)}"
+            )
+        out[i : i + batch_size, 0] = resize_masks(binarise(pred), (h, w))
     return out
 
 
@@ -384,8 +436,15 @@ def nucleus_masks(images: np.ndarray, model: NucleusModel, data_mpp: float, batc
 class TorchLandmarkModel:
     """A torch landmark network as a :class:`LandmarkModel`: ``(B, 1, S, S)`` in, landmarks (tuple: first) out."""
 
-    def __init__(self, net: torch.nn.Module, *, input_size: int = HYBRIDGNET_SIZE, coords: str = "normalized",
-                 device: str = "auto", identity: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        *,
+        input_size: int = HYBRIDGNET_SIZE,
+        coords: str = "normalized",
+        device: str = "auto",
+        identity: Mapping[str, Any] | None = None,
+    ) -> None:
         if coords not in ("normalized", "pixels"):
             raise ValueError(f"coords must be 'normalized' or 'pixels', got {coords!r}")
         self.device = resolve_device(device)
@@ -406,8 +465,14 @@ class TorchLandmarkModel:
         return out.float().reshape(x.shape[0], -1, 2).cpu().numpy()
 
 
-def load_landmark_model(weights: str | Path | None, *, loader: str | None = None, device: str = "auto",
-                        input_size: int = HYBRIDGNET_SIZE, coords: str = "normalized") -> TorchLandmarkModel:
+def load_landmark_model(
+    weights: str | Path | None,
+    *,
+    loader: str | None = None,
+    device: str = "auto",
+    input_size: int = HYBRIDGNET_SIZE,
+    coords: str = "normalized",
+) -> TorchLandmarkModel:
     """HybridGNet (or any landmark network) from a torch.export / TorchScript file, or a state dict + ``loader``."""
     if weights is None:
         raise SegmenterUnavailable(
@@ -416,19 +481,22 @@ def load_landmark_model(weights: str | Path | None, *, loader: str | None = None
             "its state dict (Weights/SegmentationModel/bestMSE.pt of github.com/ngaggion/HybridGNet) together with "
             "segment.options.loader: 'package.module:function' returning the model (recipes in "
             "splicer/pretrained_segmenters.py); or set segment.fallback: classical_lungs to run the classical "
-            "segmenter instead (recorded in segmentation.json)")
+            "segmenter instead (recorded in segmentation.json)"
+        )
     path = Path(weights)
     if not path.is_file():
         raise SegmenterUnavailable(f"segmenter 'hybridgnet': weights file {path.absolute()} does not exist")
     ident: dict[str, Any] = {"path": str(path), "sha256": file_sha256(path)}
     program = _load_program(path)
     if program is not None:
-        return TorchLandmarkModel(program[0], input_size=input_size, coords=coords, device=device,
-                                  identity={"source": program[1], **ident})
+        return TorchLandmarkModel(
+            program[0], input_size=input_size, coords=coords, device=device, identity={"source": program[1], **ident}
+        )
     if loader is None:
         raise SegmenterUnavailable(
             f"segmenter 'hybridgnet': {path} is not a TorchScript / torch.export (.pt2) file; for a state dict set "
-            "segment.options.loader to 'package.module:function' returning the (untrained) model to load it into")
+            "segment.options.loader to 'package.module:function' returning the (untrained) model to load it into"
+        )
     build = _import_object(loader, "segment.options.loader")
     net = build()
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -436,8 +504,13 @@ def load_landmark_model(weights: str | Path | None, *, loader: str | None = None
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
     net.load_state_dict(state)
-    return TorchLandmarkModel(net, input_size=input_size, coords=coords, device=device,
-                              identity={"source": "state_dict", "loader": loader, **ident})
+    return TorchLandmarkModel(
+        net,
+        input_size=input_size,
+        coords=coords,
+        device=device,
+        identity={"source": "state_dict", "loader": loader, **ident},
+    )
 
 
 def fill_polygon(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -457,14 +530,13 @@ def fill_polygon(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.nda
     t = (r[rows, 0] - y0[edges]) / (y1[edges] - y0[edges])
     cols = np.clip(np.floor(x0[edges] + t * (x1[edges] - x0[edges])).astype(np.int64) + 1, 0, w)
     toggles = np.bincount(rows * (w + 1) + cols, minlength=r.shape[0] * (w + 1)).reshape(r.shape[0], w + 1)
-    out[lo:hi + 1] = (np.cumsum(toggles[:, :w], axis=1) & 1).astype(bool)
+    out[lo : hi + 1] = (np.cumsum(toggles[:, :w], axis=1) & 1).astype(bool)
     return out
 
 
 def _grey(images: np.ndarray) -> np.ndarray:
     """``(B, C, H, W)`` uint8/uint16 -> ``(B, H, W)`` float32 grey in [0, 1]."""
-    x = np.asarray(images)
-    x = x.astype(np.float32) / (65535.0 if x.dtype == np.uint16 else 255.0)
+    x = to_unit(images, np.float32)
     if x.shape[1] == 1:
         return x[:, 0]
     if x.shape[1] == 3:
@@ -480,8 +552,13 @@ def _organ_slices(landmarks: Mapping[str, int]) -> dict[str, slice]:
     return out
 
 
-def landmark_masks(images: np.ndarray, model: LandmarkModel, mask_names: Sequence[str],
-                   landmarks: Mapping[str, int] = HYBRIDGNET_LANDMARKS, batch_size: int = 4) -> np.ndarray:
+def landmark_masks(
+    images: np.ndarray,
+    model: LandmarkModel,
+    mask_names: Sequence[str],
+    landmarks: Mapping[str, int] = HYBRIDGNET_LANDMARKS,
+    batch_size: int = 4,
+) -> np.ndarray:
     """``(N, C, H, W)`` radiographs -> ``(N, M, H, W)`` uint8 masks of the organs ``mask_names`` (each a key of
     ``landmarks`` or ``lungs`` = right + left lung), from landmark polygons rasterised at the model's side."""
     n, _, h, w = images.shape
@@ -495,14 +572,16 @@ def landmark_masks(images: np.ndarray, model: LandmarkModel, mask_names: Sequenc
     top, left = (side - h) // 2, (side - w) // 2
     out = np.zeros((n, len(mask_names), h, w), dtype=np.uint8)
     for i in range(0, n, max(1, batch_size)):
-        grey = _grey(images[i:i + batch_size])
+        grey = _grey(images[i : i + batch_size])
         square = np.zeros((grey.shape[0], side, side), dtype=np.float32)
-        square[:, top:top + h, left:left + w] = grey
+        square[:, top : top + h, left : left + w] = grey
         x = _resize_images(torch.from_numpy(square)[:, None], (size, size))[:, 0].clamp_(0, 1).numpy()
         pts = np.asarray(model.predict(x), dtype=np.float64)
         if pts.shape != (x.shape[0], total, 2):
-            raise ValueError(f"landmark model returned {pts.shape} for {x.shape[0]} images; expected "
-                             f"{(x.shape[0], total, 2)} ({dict(landmarks)})")
+            raise ValueError(
+                f"landmark model returned {pts.shape} for {x.shape[0]} images; expected "
+                f"{(x.shape[0], total, 2)} ({dict(landmarks)})"
+            )
         if model.coords == "normalized":
             pts = pts * size
         planes = np.zeros((x.shape[0], len(mask_names), size, size), dtype=bool)
@@ -513,7 +592,8 @@ def landmark_masks(images: np.ndarray, model: LandmarkModel, mask_names: Sequenc
             for k, name in enumerate(mask_names):
                 for part in HYBRIDGNET_UNIONS.get(name, (name,)):
                     planes[b, k] |= filled[part]
-        back = resize_masks(planes.reshape(-1, size, size), (side, side)).reshape(x.shape[0], len(mask_names),
-                                                                                   side, side)
-        out[i:i + batch_size] = back[:, :, top:top + h, left:left + w]
+        back = resize_masks(planes.reshape(-1, size, size), (side, side)).reshape(
+            x.shape[0], len(mask_names), side, side
+        )
+        out[i : i + batch_size] = back[:, :, top : top + h, left : left + w]
     return out

@@ -8,7 +8,7 @@ Each step reads and writes files only, so a rule (or a user) can run one step by
     spectrum_features(features.npz, out.csv)         -> ranked singular values of the representation
     correlate_features(features.npz, dataset_dir, out.json) -> mean |corr| with per-channel intensities
     evaluate_run(encoder.pt, {name: dataset_dir}, out.json) -> all of the above for one run, in one process
-    supervised(run_config, dataset_dir, out.json)    -> supervised ceiling with the same encoder
+    supervised(run_config, dataset_dir, out_dir)     -> supervised ceiling with the same encoder and trainer
 """
 
 from __future__ import annotations
@@ -234,78 +234,78 @@ def correlate_features(
     return result
 
 
-def supervised(cfg: Mapping, dataset_dir: str | Path, out_path: str | Path, seed: int = 0) -> dict:
-    """Supervised ceiling: the run config's encoder + a linear head trained with cross-entropy on ``train``
-    (same augmentation, optimiser and schedule as pretraining), the epoch chosen on ``val``, scored on ``test``."""
-    import copy
+class _BestOnVal:
+    """Trainer hook: validation accuracy after every epoch; keeps the best epoch's weights (checkpointed)."""
 
+    def __init__(self, model: Any, val: Any, device: Any) -> None:
+        self.model, self.val, self.device = model, val, device
+        self.best: dict[str, Any] = {"accuracy": -1.0, "epoch": 0, "state": None}
+
+    def on_epoch_end(self, epoch: int, step: int) -> None:
+        accuracy = _accuracy(self.model, self.val, self.device)
+        if accuracy > self.best["accuracy"]:
+            import copy
+
+            self.best = {"accuracy": accuracy, "epoch": epoch, "state": copy.deepcopy(self.model.state_dict())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.best
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state
+
+
+def _accuracy(model: Any, subset: Any, device: Any, batch: int = 512) -> float:
+    """Top-1 accuracy of ``model`` on a dataset split (eval mode, restored after)."""
     import torch
-    import torch.nn.functional as F
+
+    from splicer.data.format import to_float
+
+    model.eval()
+    with torch.inference_mode():
+        correct = 0
+        for i in range(0, subset.n, batch):
+            x = to_float(np.asarray(subset.images[i : i + batch])).to(device)
+            pred = model(x).argmax(1).cpu()
+            correct += int((pred == torch.as_tensor(np.asarray(subset.labels[i : i + batch]))).sum())
+    model.train()
+    return correct / max(subset.n, 1)
+
+
+def supervised(cfg: Mapping, dataset_dir: str | Path, out_dir: str | Path, seed: int = 0) -> dict:
+    """Supervised ceiling: the run config's encoder + a linear head trained with cross-entropy on ``train`` by the
+    same trainer as pretraining (augmentation, optimiser, schedule, checkpoints), the epoch chosen on ``val``,
+    scored on ``test``. Writes the trainer's files and ``result.json`` into ``out_dir``."""
+    import torch
 
     from splicer.augment import AugmentConfig, BatchAugment
-    from splicer.data.format import load_dataset, to_float
+    from splicer.data.format import load_dataset
     from splicer.encoders import build_encoder
-    from splicer.optim import build_optimizer, warmup_cosine
-    from splicer.train import TrainConfig, epoch_order, resolve_device, step_seed
+    from splicer.methods import SupervisedModel
+    from splicer.train import TrainConfig, resolve_device, train
 
-    tcfg = TrainConfig.from_dict({**cfg["train"], "seed": seed})
-    device = resolve_device(tcfg.device)
-    torch.manual_seed(seed)
     data = load_dataset(dataset_dir)
     train_set, val_set, test_set = (data.select(s) for s in ("train", "val", "test"))
+    tcfg = TrainConfig.from_dict({**cfg["train"], "seed": seed})
+    tcfg.batch_size = min(tcfg.batch_size, train_set.n)
+    device = resolve_device(tcfg.device)
+    torch.manual_seed(seed)
     c, h, w = train_set.images.shape[1:]
     encoder = build_encoder(in_channels=c, image_size=max(h, w), **cfg["model"]["encoder"])
-    n_classes = len(data.class_names)
-    model = torch.nn.Sequential(encoder, torch.nn.Linear(encoder.out_dim, n_classes)).to(device)
-    optimizer = build_optimizer(model, tcfg)
-    augment = BatchAugment(AugmentConfig.from_dict(cfg["augment"]))
-    x_train = torch.as_tensor(np.asarray(train_set.images))
-    y_train = torch.as_tensor(np.asarray(train_set.labels)).long()
-    batch = min(tcfg.batch_size, len(x_train))
-    steps_per_epoch = max(1, len(x_train) // batch)
-    total = steps_per_epoch * tcfg.epochs
-
-    def accuracy(subset) -> float:
-        model.eval()
-        with torch.inference_mode():
-            correct = 0
-            for i in range(0, subset.n, 512):
-                x = to_float(np.asarray(subset.images[i : i + 512])).to(device)
-                pred = model(x).argmax(1).cpu()
-                correct += int((pred == torch.as_tensor(np.asarray(subset.labels[i : i + 512]))).sum())
-        model.train()
-        return correct / max(subset.n, 1)
-
-    best = (-1.0, 0, copy.deepcopy(model.state_dict()))
-    step = 0
-    for epoch in range(tcfg.epochs):
-        order = epoch_order(len(x_train), seed, epoch)
-        for b in range(steps_per_epoch):
-            idx = order[b * batch : (b + 1) * batch]
-            g = torch.Generator(device=device).manual_seed(step_seed(seed, step))
-            x = augment(to_float(x_train[idx]).to(device), g)
-            for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine(
-                    step, total, int(tcfg.warmup_epochs * steps_per_epoch), tcfg.lr, tcfg.lr * tcfg.min_lr_ratio
-                )
-            loss = F.cross_entropy(model(x), y_train[idx].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-        val = accuracy(val_set)
-        if val > best[0]:
-            best = (val, epoch, copy.deepcopy(model.state_dict()))
-    model.load_state_dict(best[2])
+    model = SupervisedModel(encoder, len(data.class_names), BatchAugment(AugmentConfig.from_dict(cfg["augment"])))
+    best = _BestOnVal(model, val_set, device)
+    out = Path(out_dir)
+    train(model, np.asarray(train_set.images), tcfg, out, hooks=best, labels=np.asarray(train_set.labels))
+    model.load_state_dict(best.best["state"])
     result = {
-        "accuracy": accuracy(test_set),
-        "val_accuracy": best[0],
-        "best_epoch": best[1],
+        "accuracy": _accuracy(model, test_set, device),
+        "val_accuracy": best.best["accuracy"],
+        "best_epoch": best.best["epoch"],
         "epochs": tcfg.epochs,
         "n_train": train_set.n,
         "n_test": test_set.n,
     }
-    write_json(out_path, result)
+    write_json(out / "result.json", result)
     return result
 
 

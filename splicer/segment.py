@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from splicer.data.format import ImageDataset, load_dataset
+from splicer.fileio import write_atomic
 from splicer.segmenters import classical_lungs, classical_nuclei, dice
 
 __all__ = [
@@ -99,10 +100,25 @@ PRETRAINED = ("hovernet", "hybridgnet")
 SEGMENTER_NAMES = (*SEGMENTERS, *PRETRAINED)
 
 OPTION_DEFAULTS: dict[str, dict[str, Any]] = {
-    "hovernet": {"model": "hovernet_fast-pannuke", "mpp": 0.5, "patch_input": None, "threshold": 0.5,
-                 "min_area": 10, "batch_size": 8, "patch_batch": 16, "device": "auto"},
-    "hybridgnet": {"loader": None, "input_size": 1024, "landmarks": {"right_lung": 44, "left_lung": 50, "heart": 26},
-                   "masks": ["lungs"], "coords": "normalized", "batch_size": 4, "device": "auto"},
+    "hovernet": {
+        "model": "hovernet_fast-pannuke",
+        "mpp": 0.5,
+        "patch_input": None,
+        "threshold": 0.5,
+        "min_area": 10,
+        "batch_size": 8,
+        "patch_batch": 16,
+        "device": "auto",
+    },
+    "hybridgnet": {
+        "loader": None,
+        "input_size": 1024,
+        "landmarks": {"right_lung": 44, "left_lung": 50, "heart": 26},
+        "masks": ["lungs"],
+        "coords": "normalized",
+        "batch_size": 4,
+        "device": "auto",
+    },
 }
 RUNTIME_OPTIONS = ("batch_size", "patch_batch", "device")  # do not change the masks: not in the cache key
 
@@ -149,14 +165,16 @@ def parse_spec(spec: str | Mapping[str, Any]) -> SegmentSpec:
     if name not in PRETRAINED:
         for key, value in (("weights", weights), ("fallback", fallback), ("options", options)):
             if value:
-                raise ValueError(f"segment.{key}: only the pretrained segmenters {list(PRETRAINED)} take {key}; "
-                                 f"{name!r} does not")
+                raise ValueError(
+                    f"segment.{key}: only the pretrained segmenters {list(PRETRAINED)} take {key}; {name!r} does not"
+                )
         return SegmentSpec(name)
     if weights is not None and not isinstance(weights, str | os.PathLike):
         raise ValueError(f"segment.weights: must be a path, got {weights!r}")
     if fallback is not None and fallback not in SEGMENTERS:
-        raise ValueError(f"segment.fallback: {fallback!r} is not a weight-free segmenter; choose one of "
-                         f"{sorted(SEGMENTERS)}")
+        raise ValueError(
+            f"segment.fallback: {fallback!r} is not a weight-free segmenter; choose one of {sorted(SEGMENTERS)}"
+        )
     defaults = OPTION_DEFAULTS[name]
     extra = sorted(set(options) - set(defaults))
     if extra:
@@ -192,8 +210,11 @@ def _check_options(name: str, o: Mapping[str, Any]) -> None:
     if o["loader"] is not None and (not isinstance(o["loader"], str) or ":" not in o["loader"]):
         raise fail("loader", "'package.module:function'")
     lm = o["landmarks"]
-    if not isinstance(lm, Mapping) or not lm or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 3 for v in lm.values()):
+    if (
+        not isinstance(lm, Mapping)
+        or not lm
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 3 for v in lm.values())
+    ):
         raise fail("landmarks", "a mapping of organ name -> number of points (>= 3), in output order")
     if not isinstance(o["masks"], list | tuple) or not o["masks"] or not all(isinstance(m, str) for m in o["masks"]):
         raise fail("masks", "a list of mask names")
@@ -215,8 +236,17 @@ class _Runner:
         """Cache key: segmenter, versions, output-affecting options, model identity (not its file path)."""
         opts = {k: v for k, v in self.options.items() if k not in RUNTIME_OPTIONS}
         model = {k: v for k, v in (self.model or {}).items() if k != "path"}
-        blob = json.dumps({"stage": SEGMENTER_VERSION, "segmenter": self.name, "version": VERSIONS[self.name],
-                           "options": opts, "model": model}, sort_keys=True, default=str)
+        blob = json.dumps(
+            {
+                "stage": SEGMENTER_VERSION,
+                "segmenter": self.name,
+                "version": VERSIONS[self.name],
+                "options": opts,
+                "model": model,
+            },
+            sort_keys=True,
+            default=str,
+        )
         return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
 
 
@@ -225,13 +255,21 @@ def _hovernet_runner(spec: SegmentSpec, model: Any) -> _Runner:
 
     o = spec.options
     if model is None:
-        model = load_hovernet(spec.weights, model=o["model"], device=o["device"], batch_size=o["patch_batch"],
-                              patch_input=o["patch_input"], threshold=o["threshold"], min_area=o["min_area"])
+        model = load_hovernet(
+            spec.weights,
+            model=o["model"],
+            device=o["device"],
+            batch_size=o["patch_batch"],
+            patch_input=o["patch_input"],
+            threshold=o["threshold"],
+            min_area=o["min_area"],
+        )
 
     def run(data: ImageDataset) -> tuple[np.ndarray, list[str]]:
         if data.channels != 3:
-            raise ValueError(f"segmenter 'hovernet' needs 3-channel RGB (H&E) images, but {data.path} has "
-                             f"{data.channels} channel(s)")
+            raise ValueError(
+                f"segmenter 'hovernet' needs 3-channel RGB (H&E) images, but {data.path} has {data.channels} channel(s)"
+            )
         return nucleus_masks(data.images, model, data_mpp=o["mpp"], batch_size=o["batch_size"]), ["nuclei"]
 
     return _Runner("hovernet", run, dict(o), model=model.describe())
@@ -242,8 +280,9 @@ def _hybridgnet_runner(spec: SegmentSpec, model: Any) -> _Runner:
 
     o = spec.options
     if model is None:
-        model = load_landmark_model(spec.weights, loader=o["loader"], device=o["device"],
-                                    input_size=o["input_size"], coords=o["coords"])
+        model = load_landmark_model(
+            spec.weights, loader=o["loader"], device=o["device"], input_size=o["input_size"], coords=o["coords"]
+        )
     names = list(o["masks"])
 
     def run(data: ImageDataset) -> tuple[np.ndarray, list[str]]:
@@ -265,14 +304,18 @@ def _runner(spec: SegmentSpec, model: Any = None) -> _Runner:
         if spec.fallback is None:
             raise
         log.warning("%s -- falling back to segmenter %r (segment.fallback)", err, spec.fallback)
-        return _Runner(spec.fallback, SEGMENTERS[spec.fallback], {}, requested=spec.segmenter,
-                       fallback_reason=str(err))
+        return _Runner(spec.fallback, SEGMENTERS[spec.fallback], {}, requested=spec.segmenter, fallback_reason=str(err))
 
 
 def _chunk(data: ImageDataset, start: int, stop: int) -> ImageDataset:
-    return ImageDataset(images=data.images[start:stop], labels=data.labels[start:stop],
-                        split=data.split[start:stop], masks=None if data.masks is None else data.masks[start:stop],
-                        meta=data.meta, path=data.path)
+    return ImageDataset(
+        images=data.images[start:stop],
+        labels=data.labels[start:stop],
+        split=data.split[start:stop],
+        masks=None if data.masks is None else data.masks[start:stop],
+        meta=data.meta,
+        path=data.path,
+    )
 
 
 def _images_hash(images: np.ndarray) -> str:
@@ -290,8 +333,13 @@ class _Cache:
         self.hits = self.misses = 0
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
-            info = {"segmenter": runner.name, "version": VERSIONS[runner.name], "stage_version": SEGMENTER_VERSION,
-                    "options": runner.options, "model": runner.model}
+            info = {
+                "segmenter": runner.name,
+                "version": VERSIONS[runner.name],
+                "stage_version": SEGMENTER_VERSION,
+                "options": runner.options,
+                "model": runner.model,
+            }
             record = self.dir / "record.json"
             if not record.exists():
                 _write_text(record, json.dumps(info, indent=2, default=str))
@@ -314,17 +362,17 @@ class _Cache:
         self.misses += 1
         if self.dir is None:
             return
-        file = self.dir / f"{digest}.npz"
-        tmp = file.with_name(f".{file.stem}.tmp-{os.getpid()}.npz")
-        np.savez(tmp, bits=np.packbits(masks.astype(bool), axis=-1), shape=np.array(masks.shape),
-                 names=np.array(names))
-        os.replace(tmp, file)
+        bits = np.packbits(masks.astype(bool), axis=-1)
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, bits=bits, shape=np.array(masks.shape), names=np.array(names))
+
+        write_atomic(self.dir / f"{digest}.npz", save)
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -344,8 +392,15 @@ def _dice_vs_stored(data: ImageDataset, masks: np.ndarray, names: list[str]) -> 
     }
 
 
-def segment_dataset(src: str | Path, dst: str | Path, segmenter: str | Mapping[str, Any], *,
-                    cache_dir: str | Path | None = None, model: Any = None, chunk: int = CHUNK) -> dict:
+def segment_dataset(
+    src: str | Path,
+    dst: str | Path,
+    segmenter: str | Mapping[str, Any],
+    *,
+    cache_dir: str | Path | None = None,
+    model: Any = None,
+    chunk: int = CHUNK,
+) -> dict:
     """Write ``dst`` = dataset ``src`` with masks from ``segmenter`` (a name or a ``segment`` section); returns the
     segmentation record. ``cache_dir`` caches the masks chunk by chunk (see the module docstring); ``model`` is a
     ready :class:`~splicer.pretrained_segmenters.NucleusModel` / ``LandmarkModel`` for a pretrained segmenter
@@ -354,8 +409,9 @@ def segment_dataset(src: str | Path, dst: str | Path, segmenter: str | Mapping[s
     return _segment(_runner(spec, model), spec, Path(src), Path(dst), cache_dir, chunk)
 
 
-def _segment(runner: _Runner, spec: SegmentSpec, src: Path, dst: Path, cache_dir: str | Path | None,
-             chunk: int = CHUNK) -> dict:
+def _segment(
+    runner: _Runner, spec: SegmentSpec, src: Path, dst: Path, cache_dir: str | Path | None, chunk: int = CHUNK
+) -> dict:
     data = load_dataset(src)
     # truth masks come from the dataset, not from its pixels: nothing to cache
     cache = _Cache(None if cache_dir is None or runner.name == "truth" else Path(cache_dir), runner)
@@ -373,8 +429,9 @@ def _segment(runner: _Runner, spec: SegmentSpec, src: Path, dst: Path, cache_dir
             masks, got = hit if hit is not None else runner.fn(part)
             masks = np.asarray(masks) != 0
             if masks.ndim != 4 or masks.shape[0] != part.n or masks.shape[2:] != part.images.shape[2:]:
-                raise ValueError(f"segmenter {runner.name!r} gave masks {masks.shape} for images "
-                                 f"{part.images.shape} of {src}")
+                raise ValueError(
+                    f"segmenter {runner.name!r} gave masks {masks.shape} for images {part.images.shape} of {src}"
+                )
             if hit is None:
                 cache.put(digest, masks, list(got))
             if out is None:
@@ -383,15 +440,21 @@ def _segment(runner: _Runner, spec: SegmentSpec, src: Path, dst: Path, cache_dir
                 ones, empty = np.zeros(len(names), np.int64), np.zeros(len(names), np.int64)
             elif list(got) != names:
                 raise ValueError(f"segmenter {runner.name!r} named its masks {got} after {names}")
-            out[start:start + part.n] = masks
+            out[start : start + part.n] = masks
             flat = masks.reshape(part.n, len(names), -1)
             ones = ones + flat.sum(axis=(0, 2))
             empty = empty + (~flat.any(axis=2)).sum(axis=0)
         if out is None:  # an empty dataset
             out = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (0, len(names), *data.hw))
         out.flush()
-        log.info("segment %s: %s on %d images (%d chunks from the cache, %d computed)", src, runner.name, data.n,
-                 cache.hits, cache.misses)
+        log.info(
+            "segment %s: %s on %d images (%d chunks from the cache, %d computed)",
+            src,
+            runner.name,
+            data.n,
+            cache.hits,
+            cache.misses,
+        )
         for name in ("images.npy", "labels.npy", "split.npy"):
             _link_or_copy(src / name, tmp / name)
         meta = dict(data.meta, mask_names=names)
@@ -399,8 +462,14 @@ def _segment(runner: _Runner, spec: SegmentSpec, src: Path, dst: Path, cache_dir
         pixels = max(1, data.n * data.hw[0] * data.hw[1])
         for n, count in zip(names, empty, strict=True):
             if count:
-                log.warning("segment %s: %d of %d images have an empty %r mask (their %r component is all zero)",
-                            src, count, data.n, n, n)
+                log.warning(
+                    "segment %s: %d of %d images have an empty %r mask (their %r component is all zero)",
+                    src,
+                    count,
+                    data.n,
+                    n,
+                    n,
+                )
         record = {
             "segmenter": runner.name,
             "requested": runner.requested or spec.segmenter,
@@ -425,8 +494,14 @@ def _segment(runner: _Runner, spec: SegmentSpec, src: Path, dst: Path, cache_dir
     return record
 
 
-def segment_manifest(src_manifest: str | Path, dst_manifest: str | Path, segmenter: str | Mapping[str, Any], *,
-                     cache_dir: str | Path | None = None, model: Any = None) -> dict:
+def segment_manifest(
+    src_manifest: str | Path,
+    dst_manifest: str | Path,
+    segmenter: str | Mapping[str, Any],
+    *,
+    cache_dir: str | Path | None = None,
+    model: Any = None,
+) -> dict:
     """Segment every dataset a data manifest lists; write the new manifest last (it marks completion).
 
     The pretrained model (or the fallback decision) is resolved once for all datasets; ``cache_dir`` defaults to

@@ -23,7 +23,7 @@ import numpy as np
 from skimage import color, filters, measure, morphology
 from skimage.segmentation import clear_border
 
-from splicer.data.format import ImageDataset
+from splicer.data.format import ImageDataset, to_unit
 
 __all__ = ["classical_lungs", "classical_nuclei", "dice"]
 
@@ -43,12 +43,7 @@ def _scale(data: ImageDataset) -> float:
 
 def _as_float(images: np.ndarray) -> np.ndarray:
     """uint8/uint16 (or float) images -> float64 in [0, 1]."""
-    images = np.asarray(images)
-    if images.dtype == np.uint8:
-        return images.astype(np.float64) / 255.0
-    if images.dtype == np.uint16:
-        return images.astype(np.float64) / 65535.0
-    return np.clip(images.astype(np.float64), 0.0, 1.0)
+    return np.clip(to_unit(images, np.float64), 0.0, 1.0)
 
 
 def _otsu(x: np.ndarray) -> float:

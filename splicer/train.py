@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import functools
 import hashlib
 import importlib.util
 import logging
@@ -28,7 +27,7 @@ import os
 import signal
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from splicer.data.format import value_scale
+from splicer.encoders import save_encoder
 from splicer.fileio import write_atomic, write_json
 from splicer.optim import OPTIMIZERS, build_optimizer, set_lr, warmup_cosine
 
@@ -48,8 +49,16 @@ METRICS_JSON = "metrics.json"
 ENCODER = "encoder.pt"
 # Config keys whose change would alter the trajectory; a resume with different values is refused.
 RESULT_KEYS = (
-    "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "warmup_epochs", "min_lr_ratio",
-    "seed", "max_steps",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "momentum",
+    "warmup_epochs",
+    "min_lr_ratio",
+    "seed",
+    "max_steps",
 )
 _SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
 
@@ -60,8 +69,10 @@ class Preempted(RuntimeError):
     def __init__(self, step: int, path: str | os.PathLike[str] | None = None) -> None:
         self.step = step
         self.path = path
-        super().__init__(f"training preempted by a signal; checkpoint written at step {step}"
-                         + (f" to {path}" if path is not None else ""))
+        super().__init__(
+            f"training preempted by a signal; checkpoint written at step {step}"
+            + (f" to {path}" if path is not None else "")
+        )
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -155,7 +166,7 @@ def _hold(array: np.ndarray, device: torch.device, name: str) -> tuple[torch.Ten
     """Wrap ``array`` as a tensor (no copy on CPU), moved to ``device`` once if it fits; (data, scale)."""
     if array.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"{name} must be uint8 or uint16, got dtype {array.dtype}")
-    scale = 255.0 if array.dtype == np.uint8 else 65535.0
+    scale = value_scale(array.dtype)
     with warnings.catch_warnings():  # read-only memmaps: we never write through the tensor
         warnings.simplefilter("ignore", UserWarning)
         data = torch.from_numpy(np.ascontiguousarray(array))
@@ -171,22 +182,9 @@ def _hold(array: np.ndarray, device: torch.device, name: str) -> tuple[torch.Ten
 
 
 def _batch(data: torch.Tensor, scale: float, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Gather rows ``idx`` and convert to float32 in [0, 1] on ``device``."""
+    """Gather rows ``idx`` and convert to float32 in [0, 1] on ``device`` (uint16 is int32 on a GPU)."""
     raw = data[idx.to(data.device)].to(device, non_blocking=True)
-    if raw.dtype in (torch.uint8, torch.uint16):
-        to_float = _format_to_float()
-        if to_float is not None:
-            return to_float(raw)
     return raw.to(torch.float32).div_(scale)
-
-
-@functools.cache
-def _format_to_float() -> Callable[[torch.Tensor], torch.Tensor] | None:
-    try:
-        from splicer.data.format import to_float
-    except ImportError:
-        return None
-    return to_float
 
 
 def _batches(
@@ -198,7 +196,7 @@ def _batches(
         epoch, b = divmod(step, per_epoch)
         if step == start_step or b == 0:
             order = epoch_order(n, seed, epoch)
-        yield epoch, order[b * batch_size:(b + 1) * batch_size]
+        yield epoch, order[b * batch_size : (b + 1) * batch_size]
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -211,25 +209,23 @@ def _save_atomic(obj: Any, path: Path) -> None:
     write_atomic(path, save)
 
 
-def _save_encoder(encoder: nn.Module, path: Path) -> None:
-    from splicer.encoders import save_encoder  # lazy: encoders.py is optional at import time
-
-    save_encoder(encoder, path)
-
-
-def _hook_callables(hooks: Any) -> list[Callable[[int, float], Any]]:
+def _hook_list(hooks: Any) -> list[Any]:
     if hooks is None:
         return []
-    items = hooks if isinstance(hooks, list | tuple) else [hooks]
-    out = []
+    items = list(hooks) if isinstance(hooks, list | tuple) else [hooks]
     for h in items:
-        if hasattr(h, "on_step_end"):
-            out.append(h.on_step_end)
-        elif callable(h):
-            out.append(h)
-        else:
-            raise TypeError(f"hook {h!r} has no on_step_end(step, loss) and is not callable")
-    return out
+        if not (hasattr(h, "on_step_end") or hasattr(h, "on_epoch_end") or callable(h)):
+            raise TypeError(f"hook {h!r} has no on_step_end(step, loss) or on_epoch_end(epoch, step), nor is callable")
+    return items
+
+
+def _call(hooks: list[Any], event: str, *args: Any) -> None:
+    for h in hooks:
+        fn = getattr(h, event, None)
+        if fn is None and event == "on_step_end" and callable(h) and not hasattr(h, "on_epoch_end"):
+            fn = h
+        if fn is not None:
+            fn(*args)
 
 
 @contextlib.contextmanager
@@ -271,12 +267,15 @@ class _CsvLog:
 
     def _rewrite(self, rows: list[dict[str, str]]) -> None:
         assert self.columns is not None
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+        columns = self.columns
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        write_atomic(self.path, write)
 
     def append(self, row: dict[str, Any]) -> None:
         if self.columns is None:
@@ -321,14 +320,18 @@ def train(
     out_dir: str | os.PathLike[str],
     masks: np.ndarray | None = None,
     hooks: Any = None,
+    labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Pre-train ``model`` on ``images`` (N, C, H, W) uint8|uint16; returns the ``metrics.json`` summary.
+    """Train ``model`` on ``images`` (N, C, H, W) uint8|uint16; returns the ``metrics.json`` summary.
 
     Writes ``checkpoint.pt`` (every ``cfg.checkpoint_every`` steps and at the end), ``metrics.csv`` (every
     ``cfg.log_every`` steps and the last), ``metrics.json`` and ``encoder.pt`` into ``out_dir``; resumes from
-    ``checkpoint.pt`` when present. ``masks`` (N, M, H, W) 0/1 are passed to the model as float. ``hooks``: an
-    object with ``on_step_end(step, loss)``, a callable, or a list of these, called after every step.
-    Raises :class:`Preempted` after SIGTERM/SIGUSR1 and :class:`NonFiniteLossError` on a NaN/inf loss.
+    ``checkpoint.pt`` when present. ``masks`` (N, M, H, W) 0/1 are passed to the model as float; ``labels`` (N,),
+    when given, reach ``training_loss`` as ``labels=`` (a supervised model). ``hooks``: an object with
+    ``on_step_end(step, loss)`` and/or ``on_epoch_end(epoch, step)`` (after an epoch's last step), a callable
+    (called after every step), or a list of these; a hook with ``state_dict()`` / ``load_state_dict()`` is saved in
+    and restored from the checkpoint. Raises :class:`Preempted` after SIGTERM/SIGUSR1 and
+    :class:`NonFiniteLossError` on a NaN/inf loss.
     """
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got shape {images.shape}")
@@ -339,6 +342,10 @@ def train(
         raise ValueError(f"images must be uint8 or uint16, got dtype {images.dtype}")
     if masks is not None and masks.dtype not in (np.uint8, np.bool_):
         raise ValueError(f"masks must be uint8 (0/1) or bool, got dtype {masks.dtype}")
+    if labels is not None and np.shape(labels) != (n,):
+        raise ValueError(f"labels must have shape ({n},) like images, got {np.shape(labels)}")
+    hooks = _hook_list(hooks)
+    stateful = [h for h in hooks if hasattr(h, "state_dict") and hasattr(h, "load_state_dict")]
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the number of images ({n})")
@@ -367,14 +374,25 @@ def train(
         ckpt = _load_checkpoint(ckpt_path, cfg, n, device)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        for h, state in zip(stateful, ckpt.get("hooks", []), strict=False):
+            h.load_state_dict(state)
         start_step = int(ckpt["step"])
         del ckpt
         log.warning("resuming from %s at step %d of %d", ckpt_path, start_step, total_steps)
     resumed_from = start_step if start_step > 0 else None
 
     def save_checkpoint(step: int) -> None:
-        _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                      "config": asdict(cfg), "n_images": n}, ckpt_path)
+        _save_atomic(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "config": asdict(cfg),
+                "n_images": n,
+                "hooks": [h.state_dict() for h in stateful],
+            },
+            ckpt_path,
+        )
 
     data, scale = _hold(images, device, "images")
     mask_data = None
@@ -383,9 +401,11 @@ def train(
         if cuda and mask_data.numel() < 0.4 * torch.cuda.mem_get_info(device)[0]:
             mask_data = mask_data.to(device)
 
+    label_data = None
+    if labels is not None:
+        label_data = torch.as_tensor(np.asarray(labels), dtype=torch.long).to(device)
     csv_log = _CsvLog(out / METRICS_CSV, start_step)
     writer = _summary_writer(out)
-    callbacks = _hook_callables(hooks)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total_steps, initial=start_step, disable=not cfg.progress, unit="step")
@@ -403,8 +423,9 @@ def train(
                 set_lr(optimizer, lr)
                 gen = torch.Generator(device=device)
                 gen.manual_seed(step_seed(cfg.seed, step))
+                extra = {} if label_data is None else {"labels": label_data[idx.to(label_data.device)]}
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss, metrics = model.training_loss(x, m, gen)
+                    loss, metrics = model.training_loss(x, m, gen, **extra)
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):  # before backward; nothing is written for this step
                     kept = f"kept at {ckpt_path}" if ckpt_path.exists() else "not written yet (none on disk)"
@@ -426,8 +447,9 @@ def train(
                         for k, v in row.items():
                             if k != "step":
                                 writer.add_scalar(f"train/{k}", v, step)
-                for cb in callbacks:
-                    cb(step, loss_value)
+                _call(hooks, "on_step_end", step, loss_value)
+                if step % steps_per_epoch == 0:
+                    _call(hooks, "on_epoch_end", epoch, step)
                 if flag["signal"] is not None:
                     save_checkpoint(step)
                     log.warning("signal %s received: checkpoint written at step %d", flag["signal"], step)
@@ -444,7 +466,7 @@ def train(
         save_checkpoint(step)
         if math.isnan(last_loss):  # nothing left to run (already finished): recover the last logged loss
             last_loss = _last_logged_loss(out / METRICS_CSV)
-        _save_encoder(model.primary_encoder, out / ENCODER)
+        save_encoder(model.primary_encoder, out / ENCODER)
         summary = {
             "steps": step,
             "epochs": step / steps_per_epoch,

@@ -89,7 +89,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-
 @contextlib.contextmanager
 def serving() -> Iterator[Server]:
     """Run a :class:`Server` on a free 127.0.0.1 port for the duration of the block."""

@@ -11,11 +11,24 @@ from hypothesis import strategies as st
 from splicer.augment import AugmentConfig, BatchAugment, _affine_theta, _crop_boxes
 
 IDENTITY = dict(
-    crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), p_hflip=0.0, p_vflip=0.0, p_rot90=0.0, p_jitter=0.0,
-    p_grayscale=0.0, p_noise=0.0, p_solarize=0.0,
+    crop_scale=(1.0, 1.0),
+    crop_ratio=(1.0, 1.0),
+    p_hflip=0.0,
+    p_vflip=0.0,
+    p_rot90=0.0,
+    p_jitter=0.0,
+    p_grayscale=0.0,
+    p_noise=0.0,
+    p_solarize=0.0,
 )
 STRONG = dict(
-    p_hflip=0.5, p_vflip=0.5, p_rot90=0.5, p_jitter=0.8, p_grayscale=0.3, p_noise=0.5, p_solarize=0.3,
+    p_hflip=0.5,
+    p_vflip=0.5,
+    p_rot90=0.5,
+    p_jitter=0.8,
+    p_grayscale=0.3,
+    p_noise=0.5,
+    p_solarize=0.3,
 )
 
 

@@ -32,10 +32,28 @@ def test_speed_benchmark_runs_every_combination(tmp_path: Path, capsys: pytest.C
     previous = torch.get_num_threads()
     out_json = tmp_path / "speed.json"
     try:
-        out = speed.main([
-            "--device", "cpu", "--threads", "1", "--n-images", "64", "--batch-size", "16", "--warmup", "1",
-            "--steps", "1", "--rounds", "1", "--workers", "0", "--json", str(out_json),
-        ])
+        out = speed.main(
+            [
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--n-images",
+                "64",
+                "--batch-size",
+                "16",
+                "--warmup",
+                "1",
+                "--steps",
+                "1",
+                "--rounds",
+                "1",
+                "--workers",
+                "0",
+                "--json",
+                str(out_json),
+            ]
+        )
     finally:
         torch.set_num_threads(previous)
 

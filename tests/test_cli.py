@@ -14,8 +14,7 @@ from splicer.data.format import save_dataset
 RUN = {
     "method": {"name": "splicer", "inputs": ["top", "bottom"], "loss": "vicreg"},
     "components": {"top": {"type": "region", "rows": [0, 8]}, "bottom": {"type": "region", "rows": [8, 16]}},
-    "model": {"encoder": {"arch": "resnet", "base_width": 4, "blocks": [1]}, "projector_hidden": [16],
-              "embed_dim": 16},
+    "model": {"encoder": {"arch": "resnet", "base_width": 4, "blocks": [1]}, "projector_hidden": [16], "embed_dim": 16},
     "train": {"epochs": 1, "batch_size": 16, "progress": False, "device": "cpu", "warmup_epochs": 0},
 }
 
@@ -27,8 +26,13 @@ def data(tmp_path):
     images = rng.integers(0, 256, (n, 3, 16, 8), dtype=np.uint8)
     labels = (np.arange(n) % 2).astype(np.int64)
     images[labels == 1, :, 8:] //= 4  # a learnable difference
-    meta = {"name": "tiny", "channel_names": ["r", "g", "b"], "class_names": ["a", "b"],
-            "split_names": ["train", "val", "test"], "mask_names": []}
+    meta = {
+        "name": "tiny",
+        "channel_names": ["r", "g", "b"],
+        "class_names": ["a", "b"],
+        "split_names": ["train", "val", "test"],
+        "mask_names": [],
+    }
     save_dataset(tmp_path / "data", images, labels, (np.arange(n) % 3).astype(np.uint8), meta)
     return tmp_path / "data"
 
@@ -39,8 +43,19 @@ def test_pretrain_then_evaluate_by_hand(tmp_path, data, capsys):
     assert main(["pretrain", "--config", str(cfg), "--data", str(data), "--out", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "encoder.pt").exists()
     out = tmp_path / "evaluation.json"
-    code = main(["evaluate", "--encoder", str(tmp_path / "run" / "encoder.pt"), "--eval", f"tiny={data}",
-                 "--spectrum", "tiny", "--out", str(out)])
+    code = main(
+        [
+            "evaluate",
+            "--encoder",
+            str(tmp_path / "run" / "encoder.pt"),
+            "--eval",
+            f"tiny={data}",
+            "--spectrum",
+            "tiny",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     assert 0 <= result["probes"]["tiny"]["accuracy"] <= 1 and result["spectra"]["tiny"][0] == pytest.approx(1.0)
@@ -58,8 +73,19 @@ def test_bad_config_key_exits_2_naming_it(tmp_path, data, capsys):
 def test_override_and_missing_dataset(tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump(RUN))
-    code = main(["pretrain", "--config", str(cfg), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"),
-                 "-s", "train.epochs=2"])
+    code = main(
+        [
+            "pretrain",
+            "--config",
+            str(cfg),
+            "--data",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "r"),
+            "-s",
+            "train.epochs=2",
+        ]
+    )
     assert code == EXIT_BAD_INPUT
     assert "nowhere" in capsys.readouterr().err
 
@@ -87,3 +113,40 @@ def test_checkpoint_of_another_config_or_rebuilt_data_is_set_aside(tmp_path, dat
     os.utime(labels, ns=(labels.stat().st_atime_ns, labels.stat().st_mtime_ns + 10**9))  # the data were rebuilt
     pretrain(other, data, out)
     assert len(list(out.glob("checkpoint.stale-*.pt"))) == 2  # both kept, even within the same second
+
+
+def test_supervised_ceiling_runs_through_the_trainer_and_resumes(tmp_path, data):
+    """The supervised ceiling is the pretraining trainer with labels: checkpoints, metrics and a pre-empted run
+    that resumes ends with the same result as an uninterrupted one."""
+    import signal
+
+    from splicer import run
+    from splicer.config import validate_run_config
+    from splicer.train import Preempted
+
+    cfg = validate_run_config({**RUN, "train": {**RUN["train"], "epochs": 3, "checkpoint_every": 0}})
+    whole = run.supervised(cfg, data, tmp_path / "whole", seed=1)
+    assert {"checkpoint.pt", "metrics.csv", "metrics.json", "encoder.pt", "result.json"} <= {
+        p.name for p in (tmp_path / "whole").iterdir()
+    }
+    assert 0 <= whole["accuracy"] <= 1 and 0 <= whole["best_epoch"] < 3 and whole["n_train"] == 16
+
+    class Interrupt:
+        def on_step_end(self, step, loss):
+            if step == 2:
+                signal.raise_signal(signal.SIGUSR1)
+
+    from splicer import train as train_module
+
+    real_train = train_module.train
+
+    def interrupted(*args, hooks=None, **kwargs):
+        return real_train(*args, hooks=[hooks, Interrupt()], **kwargs)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(train_module, "train", interrupted), pytest.raises(Preempted):
+        run.supervised(cfg, data, tmp_path / "resumed", seed=1)
+    assert not (tmp_path / "resumed" / "result.json").exists()
+    resumed = run.supervised(cfg, data, tmp_path / "resumed", seed=1)
+    assert resumed == whole

@@ -17,6 +17,7 @@ import yaml
 from snakemake.utils import update_config, validate
 
 from splicer import cluster as C
+from splicer.registry import KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ("pretrain", "supervised", "evaluate")
@@ -56,8 +57,9 @@ def test_gpu_configs_ask_for_one_gpu_and_cpus_beside_it(paper):
 
 def test_runtime_scales_with_epochs_data_and_attempt(paper):
     base = C.runtime(paper, "pretrain", "mnist_cifar")
-    longer = dict(paper, run_defaults={**paper["run_defaults"], "train": {**paper["run_defaults"]["train"],
-                                                                          "epochs": 400}})
+    longer = dict(
+        paper, run_defaults={**paper["run_defaults"], "train": {**paper["run_defaults"]["train"], "epochs": 400}}
+    )
     assert C.runtime(longer, "pretrain", "mnist_cifar") > base
     # NCT-CRC (100k tiles at 224 px) takes longer than MNIST-CIFAR (10k at 64x32), within one day
     assert base < C.runtime(paper, "pretrain", "nct") <= C.MAX_RUNTIME
@@ -82,16 +84,19 @@ def test_size_hint_reads_params_source_and_caps(paper):
     assert (hint.images, hint.channels, hint.eval_images) == (64, 19, 3 * (48 + 24 + 48))
     assert C.size_hint(demo, "histology").height == 16
     paper["datasets"]["chestmnist"] = {"kind": "chestmnist"}
-    assert C.size_hint(paper, "chestmnist") == C.SIZE_HINTS["chestmnist"]
-    paper["datasets"]["chestmnist"] = {"kind": "chestmnist", "source": {"size": 64},
-                                       "caps": {"pretrain/train": 1000, "*": 5000}}
+    assert C.size_hint(paper, "chestmnist") == KINDS["chestmnist"].size
+    paper["datasets"]["chestmnist"] = {
+        "kind": "chestmnist",
+        "source": {"size": 64},
+        "caps": {"pretrain/train": 1000, "*": 5000},
+    }
     capped = C.size_hint(paper, "chestmnist")
     assert (capped.height, capped.images, capped.eval_images) == (64, 1000, 15000)
     paper["datasets"]["orion_crc"] = {"kind": "orion_crc", "params": {"crop_size": 48, "n_pretrain": 7000}}
     orion = C.size_hint(paper, "orion_crc")
     assert (orion.height, orion.images, orion.channels) == (48, 7000, 19)
     paper["datasets"]["mine"] = {"kind": "folder"}
-    assert C.size_hint(paper, "mine") == C.SIZE_HINTS["folder"]
+    assert C.size_hint(paper, "mine") == KINDS["folder"].size
     paper["datasets"]["mine"] = {"kind": "folder", "params": {"size": [48, 96]}}
     assert (C.size_hint(paper, "mine").height, C.size_hint(paper, "mine").width) == (48, 96)
 
@@ -148,8 +153,11 @@ def test_profile_resources_are_valid_for_the_plugin_and_name_real_rules(profile)
 
     rules = set()
     for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
-        rules.update(line.split()[1].rstrip(":") for line in smk.read_text().splitlines()
-                     if line.startswith("rule ") and line.rstrip().endswith(":"))
+        rules.update(
+            line.split()[1].rstrip(":")
+            for line in smk.read_text().splitlines()
+            if line.startswith("rule ") and line.rstrip().endswith(":")
+        )
     assert set(profile["set-resources"]) <= rules, set(profile["set-resources"]) - rules
     import re
 

@@ -14,9 +14,14 @@ from splicer.data.format import DatasetFormatError, ImageDataset, load_dataset, 
 
 
 def _meta(c: int = 3, masks: int = 0, **over) -> dict:
-    meta = {"name": "toy", "channel_names": [f"ch{i}" for i in range(c)], "class_names": ["a", "b", "c"],
-            "split_names": ["train", "val", "test"], "mask_names": [f"m{i}" for i in range(masks)],
-            "info": {"seed": np.int64(3), "shape": np.array([1, 2])}}
+    meta = {
+        "name": "toy",
+        "channel_names": [f"ch{i}" for i in range(c)],
+        "class_names": ["a", "b", "c"],
+        "split_names": ["train", "val", "test"],
+        "mask_names": [f"m{i}" for i in range(masks)],
+        "info": {"seed": np.int64(3), "shape": np.array([1, 2])},
+    }
     meta.update(over)
     return meta
 

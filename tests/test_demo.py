@@ -13,19 +13,31 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from splicer.data.demo import DEMO_FAMILIES, demo_datasets, make_demo
-from splicer.data.vocab import HYPERSPECTRAL_BANDS, MULTIPLEX_CHANNELS
 from splicer.data.format import ImageDataset, load_dataset
+from splicer.data.vocab import HYPERSPECTRAL_BANDS, MULTIPLEX_CHANNELS
 
 SMALL = {"n_pretrain": 40, "n_train": 24, "n_val": 12, "n_test": 12}
 EXPECTED = {  # family -> {dataset: (C, H, W, dtype, n_classes, masks)} at default sizes
-    "mnist_cifar": {**{k: (3, 32, 16, np.uint8, 2, 0) for k in ("pretrain", "rNONE", "rMNIST", "rCIFAR")},
-                    "mnist_only": (3, 16, 16, np.uint8, 2, 0), "cifar_only": (3, 16, 16, np.uint8, 2, 0)},
-    "multiplex": {"pretrain": (19, 16, 16, np.uint8, 8, 0), "cell_types": (19, 16, 16, np.uint8, 6, 0),
-                  "t_cells": (19, 16, 16, np.uint8, 3, 0)},
-    "hyperspectral": {"pretrain": (13, 16, 16, np.uint16, 6, 0), "bands13": (13, 16, 16, np.uint16, 6, 0),
-                      "rgb": (3, 16, 16, np.uint16, 6, 0)},
-    "histology": {"pretrain": (3, 32, 32, np.uint8, 4, 1), "eval": (3, 32, 32, np.uint8, 4, 1),
-                  "shift": (3, 32, 32, np.uint8, 2, 1)},
+    "mnist_cifar": {
+        **{k: (3, 32, 16, np.uint8, 2, 0) for k in ("pretrain", "rNONE", "rMNIST", "rCIFAR")},
+        "mnist_only": (3, 16, 16, np.uint8, 2, 0),
+        "cifar_only": (3, 16, 16, np.uint8, 2, 0),
+    },
+    "multiplex": {
+        "pretrain": (19, 16, 16, np.uint8, 8, 0),
+        "cell_types": (19, 16, 16, np.uint8, 6, 0),
+        "t_cells": (19, 16, 16, np.uint8, 3, 0),
+    },
+    "hyperspectral": {
+        "pretrain": (13, 16, 16, np.uint16, 6, 0),
+        "bands13": (13, 16, 16, np.uint16, 6, 0),
+        "rgb": (3, 16, 16, np.uint16, 6, 0),
+    },
+    "histology": {
+        "pretrain": (3, 32, 32, np.uint8, 4, 1),
+        "eval": (3, 32, 32, np.uint8, 4, 1),
+        "shift": (3, 32, 32, np.uint8, 2, 1),
+    },
     "xray": {"pretrain": (1, 32, 32, np.uint8, 2, 1), "pneumonia": (1, 32, 32, np.uint8, 2, 1)},
 }
 
@@ -119,8 +131,10 @@ def test_sizes_are_configurable(tmp_path):
     paths = make_demo("mnist_cifar", tmp_path, seed=1, half_size=24, **SMALL)
     ds = load_dataset(paths["rNONE"])
     assert ds.hw == (48, 24) and ds.n == 48
-    assert ds.meta["info"]["regions"] == {"mnist": {"rows": [0, 24], "cols": [0, 24]},
-                                          "cifar": {"rows": [24, 48], "cols": [0, 24]}}
+    assert ds.meta["info"]["regions"] == {
+        "mnist": {"rows": [0, 24], "cols": [0, 24]},
+        "cifar": {"rows": [24, 48], "cols": [0, 24]},
+    }
     x = load_dataset(make_demo("multiplex", tmp_path / "m", seed=1, size=24, **SMALL)["t_cells"])
     assert x.images.shape[1:] == (19, 24, 24)
 
@@ -181,13 +195,16 @@ def test_multiplex_channels_and_distribution(demo):
 def test_multiplex_dim_channels_predict_t_subtypes(demo):
     mp = demo["multiplex"]
     dim = [MULTIPLEX_CHANNELS.index(c) for c in ("CD4", "CD8a", "FOXP3")]
-    coarse = [MULTIPLEX_CHANNELS.index(c) for c in ("Pan-CK", "E-cadherin", "SMA", "CD31", "CD45", "CD68",
-                                                    "CD20", "CD3e")]
+    coarse = [
+        MULTIPLEX_CHANNELS.index(c) for c in ("Pan-CK", "E-cadherin", "SMA", "CD31", "CD45", "CD68", "CD20", "CD3e")
+    ]
     acc_t = _probe(mp["t_cells"], lambda d: _channel_means(d)[:, dim])
     acc_types = _probe(mp["cell_types"], _channel_means)
     sd = _f(mp["pretrain"].images).std(axis=(0, 2, 3))
-    print(f"t_cells LR on CD4/CD8a/FOXP3 means {acc_t:.3f}; cell_types LR on all means {acc_types:.3f}; "
-          f"pixel sd dim {sd[dim].round(4)} coarse {sd[coarse].round(4)}")
+    print(
+        f"t_cells LR on CD4/CD8a/FOXP3 means {acc_t:.3f}; cell_types LR on all means {acc_types:.3f}; "
+        f"pixel sd dim {sd[dim].round(4)} coarse {sd[coarse].round(4)}"
+    )
     assert acc_t > 0.8
     assert acc_types > 0.9
     assert sd[dim].max() < 0.5 * sd[coarse].min()  # the subtype markers are low variance
@@ -229,8 +246,10 @@ def test_histology_stroma_simple_nuclei_complex(demo):
     colour_stroma = _probe(ev, _channel_means, stroma)
     colour_nuclei = _probe(ev, _channel_means, nuclei)
     shape_nuclei = _probe(ev, _nuclei_features, nuclei)
-    print(f"mean colour -> stroma {colour_stroma:.3f}, -> nuclei {colour_nuclei:.3f}; "
-          f"nuclei mask shape -> nuclei {shape_nuclei:.3f}")
+    print(
+        f"mean colour -> stroma {colour_stroma:.3f}, -> nuclei {colour_nuclei:.3f}; "
+        f"nuclei mask shape -> nuclei {shape_nuclei:.3f}"
+    )
     assert colour_stroma > 0.95 and colour_nuclei < 0.7 and shape_nuclei > 0.9
 
 
@@ -246,8 +265,12 @@ def test_histology_shift_has_held_out_stain(demo):
 # ---------------------------------------------------------------------------------------------- x-ray
 def _lung_stats(d: ImageDataset) -> np.ndarray:
     x, m = _f(d.images[:, 0]), np.asarray(d.masks[:, 0]).astype(bool)
-    return np.array([[v.mean(), v.std(), np.percentile(v, 95) - np.median(v)]
-                     for v in (xi[mi] for xi, mi in zip(x, m, strict=True))])
+    return np.array(
+        [
+            [v.mean(), v.std(), np.percentile(v, 95) - np.median(v)]
+            for v in (xi[mi] for xi, mi in zip(x, m, strict=True))
+        ]
+    )
 
 
 def test_xray_opacity_inside_lungs(demo):

@@ -12,7 +12,8 @@ from loopback import Route, Server, corrupted
 
 from splicer.data import download, sources
 from splicer.data.download import ChecksumError, DownloadError, MissingArchiveError, fetch, fetch_all, file_digest
-from splicer.data.sources import ARCHIVES, Archive, archives
+from splicer.data.sources import Archive, archives
+from splicer.registry import KINDS, Kind, SizeHint
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -217,7 +218,8 @@ def test_fetch_all_and_cli(server: Server, tmp_path: Path, monkeypatch: pytest.M
     for name in ("a", "b"):
         server.routes[f"/{name}"] = Route(PAYLOAD + name.encode())
     todo = [Archive(n, server.url(f"/{n}"), md5=hashlib.md5(PAYLOAD + n.encode()).hexdigest()) for n in "ab"]
-    monkeypatch.setitem(ARCHIVES, "loopback", todo)
+    monkeypatch.setattr(sources, "LOOPBACK", todo, raising=False)
+    monkeypatch.setitem(KINDS, "loopback", Kind(None, None, (), "splicer.data.sources:LOOPBACK", SizeHint(1, 1, 1, 1)))
     assert download.main(["loopback", str(tmp_path / "cli"), "-q"]) == 0
     assert leftovers(tmp_path / "cli") == ["a", "b"]
     capsys.readouterr()
@@ -242,16 +244,15 @@ def test_unknown_kind_and_bad_options_raise() -> None:
     with pytest.raises(ValueError, match="CRC99"):
         archives("orion_crc", slides=["CRC99"])
     with pytest.raises(ValueError, match="size"):
-        archives("mnist", size=64)
+        archives("mnist_cifar", size=64)
     with pytest.raises(ValueError, match="33"):
         archives("chestmnist", size=33)
     assert archives("demo") == []
 
 
 def _all_registered() -> dict[str, list[Archive]]:
-    out = {kind: archives(kind) for kind in ARCHIVES}
-    out["orion_crc"] = archives("orion_crc", slides=list(sources.ORION_SLIDES), files=sources.ORION_FILES)
-    for flag in sources.MEDMNIST_FLAGS:
+    out = {kind: sources.find_all(kind) for kind, entry in KINDS.items() if entry.archives}
+    for flag in ("chestmnist", "pneumoniamnist"):
         out[flag] = archives(flag)
         for size in (64, 128, 224):
             out[f"{flag}@{size}"] = archives(flag, size=size)
@@ -260,7 +261,8 @@ def _all_registered() -> dict[str, list[Archive]]:
 
 def test_registry_urls_are_https_and_names_unique() -> None:
     registered = _all_registered()
-    assert set(sources.KINDS) - {"demo", "folder"} <= set(registered)
+    assert {k for k, e in KINDS.items() if e.archives} <= set(registered)
+    assert not [k for k, e in KINDS.items() if not e.archives and archives(k)]
     for kind, items in registered.items():
         assert items, kind
         names = [a.name for a in items]
@@ -292,7 +294,7 @@ def test_orion_archives_follow_the_release_names() -> None:
         "P37_S76_02-CRC33_02.csv": base + "CRC33_02/P37_S76_02-CRC33_02.csv",
         "P37_S76_02-CRC33_02-mask.ome.tif": base + "CRC33_02/P37_S76_02-CRC33_02-mask.ome.tif",
     }
-    default = [a.name for a in sources.orion_archives(["CRC08"])]
+    default = [a.name for a in sources.orion_archives("orion_crc", ["CRC08"])]
     assert default == [
         "P37_S57_Full_A24_C59nX_E15_20220224_011032_774034-zlib.ome.tiff",
         "P37_S57-CRC08.csv",
@@ -317,9 +319,9 @@ def test_archive_validation() -> None:
         Archive("a", "ftp://x")
     with pytest.raises(ValueError):
         Archive("a", "https://x", md5="XYZ")
-    assert sources.find_archive("cifar10", "cifar-10-python.tar.gz").md5
+    assert sources.find_archive("mnist_cifar", "cifar-10-python.tar.gz").md5
     with pytest.raises(ValueError):
-        sources.find_archive("cifar10", "nope")
+        sources.find_archive("mnist_cifar", "nope")
     # without options, the dynamic kinds are searched under every option (as the Snakemake download rule does)
     assert sources.find_archive("orion_crc", "P37_S83-CRC40.csv").url.endswith("/data/CRC40/P37_S83-CRC40.csv")
     assert sources.find_archive("pneumoniamnist", "pneumoniamnist_128.npz").md5

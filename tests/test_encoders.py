@@ -53,9 +53,17 @@ def test_narrow_resnet_width_and_depth() -> None:
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet"])
-@pytest.mark.parametrize(("image_size", "small_stem", "expect_small"), [
-    (32, None, True), (64, None, True), (65, None, False), (96, None, False), (96, True, True), (32, False, False),
-])
+@pytest.mark.parametrize(
+    ("image_size", "small_stem", "expect_small"),
+    [
+        (32, None, True),
+        (64, None, True),
+        (65, None, False),
+        (96, None, False),
+        (96, True, True),
+        (32, False, False),
+    ],
+)
 def test_stem_selection(arch: str, image_size: int, small_stem: bool | None, expect_small: bool) -> None:
     enc = build_encoder(arch, 4, image_size, small_stem=small_stem)
     assert enc.spec["small_stem"] is expect_small
@@ -69,14 +77,17 @@ def test_stem_selection(arch: str, image_size: int, small_stem: bool | None, exp
     assert enc.conv1.in_channels == 4
 
 
-@pytest.mark.parametrize(("kwargs", "needle"), [
-    ({"arch": "vgg11", "in_channels": 3, "image_size": 32}, "vgg11"),
-    ({"arch": "resnet", "in_channels": 0, "image_size": 32}, "in_channels"),
-    ({"arch": "resnet18", "in_channels": -2, "image_size": 32}, "-2"),
-    ({"arch": "resnet18", "in_channels": 3, "image_size": 32, "blocks": (1, 1)}, "blocks"),
-    ({"arch": "resnet", "in_channels": 3, "image_size": 32, "blocks": ()}, "blocks"),
-    ({"arch": "resnet", "in_channels": 3, "image_size": 32, "base_width": 0}, "base_width"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"arch": "vgg11", "in_channels": 3, "image_size": 32}, "vgg11"),
+        ({"arch": "resnet", "in_channels": 0, "image_size": 32}, "in_channels"),
+        ({"arch": "resnet18", "in_channels": -2, "image_size": 32}, "-2"),
+        ({"arch": "resnet18", "in_channels": 3, "image_size": 32, "blocks": (1, 1)}, "blocks"),
+        ({"arch": "resnet", "in_channels": 3, "image_size": 32, "blocks": ()}, "blocks"),
+        ({"arch": "resnet", "in_channels": 3, "image_size": 32, "base_width": 0}, "base_width"),
+    ],
+)
 def test_bad_arguments(kwargs: dict, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         build_encoder(**kwargs)
@@ -229,8 +240,14 @@ def test_fused_linear_layers() -> None:
     torch.manual_seed(0)
 
     def make() -> nn.Module:
-        net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 6))
+        net = nn.Sequential(
+            nn.Conv2d(2, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4, 6),
+        )
         net.spec, net.out_dim = {"arch": "custom"}, 6
         return net
 

@@ -9,8 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from splicer import pipeline as P
+from splicer import cluster
 from splicer.config import validate_run_config
+from splicer.pipeline import archives as A
+from splicer.pipeline import grid as G
+from splicer.pipeline import paths as P
+from splicer.pipeline import tables as T
+from splicer.pipeline.checks import check_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,22 +35,22 @@ def demo() -> dict:
 
 
 def test_demo_config_passes_the_cross_checks(demo):
-    P.check_config(demo)
+    check_config(demo)
 
 
 def test_runs_are_the_product_of_runs_losses_and_seeds(demo):
-    runs = P.experiment_runs(demo, "mnist_cifar")
+    runs = G.experiment_runs(demo, "mnist_cifar")
     exp = demo["experiments"]["mnist_cifar"]
     assert len(runs) == len(exp["runs"]) * len(demo["losses"]) * len(demo["seeds"])
     assert len(set(runs)) == len(runs)
     assert {r.seed for r in runs} == set(demo["seeds"])
     # an experiment-level seeds list overrides the global one
-    assert {r.seed for r in P.experiment_runs(demo, "multiplex")} == {0}
+    assert {r.seed for r in G.experiment_runs(demo, "orion")} == {0}
 
 
 def test_run_config_merges_defaults_experiment_and_run(demo):
-    run = P.Run("mnist_cifar", "splicer", "cifar", "vicreg", 2)
-    cfg = validate_run_config(P.run_config(demo, run))
+    run = G.Run("mnist_cifar", "splicer", "cifar", "vicreg", 2)
+    cfg = validate_run_config(G.run_config(demo, run))
     assert cfg["method"] == {
         "name": "splicer",
         "inputs": ["cifar"],
@@ -55,24 +60,26 @@ def test_run_config_merges_defaults_experiment_and_run(demo):
     assert cfg["train"]["seed"] == 2 and cfg["train"]["device"] == "cpu"
     assert cfg["components"]["cifar"] == {"type": "region", "rows": [16, 32]}
     assert cfg["model"]["embed_dim"] == demo["run_defaults"]["model"]["embed_dim"]
-    multiplex = P.run_config(demo, P.Run("multiplex", "splicer", "channels", "vicreg", 0))
+    multiplex = G.run_config(demo, G.Run("orion", "splicer", "channels", "vicreg", 0))
     assert multiplex["model"]["embed_dim"] == 255  # experiment override
     assert multiplex["model"]["encoder"] == demo["run_defaults"]["model"]["encoder"]  # deep-merged, not replaced
 
 
 def test_paths(demo):
-    run = P.Run("histology", "baseline", "none", "vicreg", 0)
-    assert P.run_dir(demo, run) == "results/demo/runs/histology/baseline/none/vicreg/seed0"
+    run = G.Run("nct", "baseline", "none", "vicreg", 0)
+    assert P.run_dir(demo, run) == "results/demo/runs/nct/baseline/none/vicreg/seed0"
     assert P.manifest(demo, "histology") == "results/demo/segmented/histology/manifest.json"
     assert P.manifest(demo, "mnist_cifar") == "results/demo/data/mnist_cifar/manifest.json"
-    assert P.split_flag(demo, "hyperspectral_rgb") == "--split train"
+    assert P.split_flag(demo, "eurosat_rgb") == "--split train"
     assert P.split_flag(demo, "mnist_cifar") == ""
     args = P.evaluate_args(demo, "mnist_cifar")
     assert "--eval rMNIST=results/demo/data/mnist_cifar/rMNIST" in args and "--spectrum rNONE" in args
     inputs = P.table_inputs(demo, "mnist_cifar")
-    assert len(inputs["ssl_ceiling"]) == len(P.experiment_runs(demo, "mnist_cifar_texture_only"))
-    assert inputs["supervised"] == [f"results/demo/supervised/mnist_cifar/cifar_only/seed{s}.json" for s in (0, 1, 2)]
-    assert P.gpus(demo) == 0 and P.gpus({**demo, "device": "auto"}) == 1
+    assert len(inputs["ssl_ceiling"]) == len(G.experiment_runs(demo, "mnist_cifar_cifar_only"))
+    assert inputs["supervised"] == [
+        f"results/demo/supervised/mnist_cifar/cifar_only/seed{s}/result.json" for s in (0, 1, 2)
+    ]
+    assert cluster.gpus(demo) == 0 and cluster.gpus({**demo, "device": "auto"}) == 1
 
 
 @pytest.mark.parametrize(
@@ -103,7 +110,7 @@ def test_paths(demo):
             "baseline pairs only",
         ),
         (
-            lambda c: c["experiments"]["multiplex"]["run_overrides"]["model"].update(embed_dim=101),
+            lambda c: c["experiments"]["orion"]["run_overrides"]["model"].update(embed_dim=101),
             "does not split into 5 equal chunks",
         ),
         (lambda c: c["run_defaults"]["train"].update(epochz=3), "section 'train'.*epochz"),
@@ -114,11 +121,11 @@ def test_bad_configs_name_the_key(demo, edit, message):
     config = copy.deepcopy(demo)
     edit(config)
     with pytest.raises(ValueError, match=message):
-        P.check_config(config)
+        check_config(config)
 
 
 def test_collect_tables_makes_tidy_rows(demo, tmp_path):
-    runs = P.experiment_runs(demo, "mnist_cifar")[:2]
+    runs = G.experiment_runs(demo, "mnist_cifar")[:2]
     paths = []
     for i in range(len(runs)):
         path = tmp_path / f"eval{i}.json"
@@ -134,9 +141,9 @@ def test_collect_tables_makes_tidy_rows(demo, tmp_path):
         paths.append(path)
     sup = tmp_path / "sup.json"
     sup.write_text(json.dumps({"accuracy": 0.8}))
-    tables = P.collect_tables(demo, "mnist_cifar", zip(runs, paths, strict=True), [("cifar_only", 0, sup)])
+    tables = T.collect_tables(demo, "mnist_cifar", zip(runs, paths, strict=True), [("cifar_only", 0, sup)])
     probes = tables["probes"]
-    assert list(probes.columns[:10]) == P.TIDY_COLUMNS
+    assert tuple(probes.columns[:10]) == T.TIDY_COLUMNS
     acc = probes[(probes.metric == "accuracy")].sort_values("value")
     assert acc["value"].tolist() == [0.5, 0.6]
     assert set(acc["variant"]) == {"rMNIST"} and set(acc["task"]) == {"mnist_cifar"}
@@ -150,32 +157,54 @@ def test_collect_tables_makes_tidy_rows(demo, tmp_path):
 def test_collect_tables_reports_an_unreadable_result(demo, tmp_path):
     bad = tmp_path / "evaluation.json"
     bad.write_text("{not json")
-    run = P.experiment_runs(demo, "mnist_cifar")[0]
+    run = G.experiment_runs(demo, "mnist_cifar")[0]
     with pytest.raises(ValueError, match=r"evaluation\.json"):
-        P.collect_tables(demo, "mnist_cifar", [(run, bad)])
+        T.collect_tables(demo, "mnist_cifar", [(run, bad)])
 
 
 def test_summary_reports_mean_sd_and_ceilings(tmp_path):
     import pandas as pd
 
     rows = [
-        {"experiment": "e", "dataset": "d", "method": "splicer", "loss": "vicreg", "pairing": "cifar", "seed": s,
-         "task": "t", "variant": "rMNIST", "metric": "accuracy", "value": v}
+        {
+            "experiment": "e",
+            "dataset": "d",
+            "method": "splicer",
+            "loss": "vicreg",
+            "pairing": "cifar",
+            "seed": s,
+            "task": "t",
+            "variant": "rMNIST",
+            "metric": "accuracy",
+            "value": v,
+        }
         for s, v in ((0, 0.6), (1, 0.7), (2, 0.8))
     ]
     probes = tmp_path / "probes.csv"
     pd.DataFrame(rows).to_csv(probes, index=False)
     ceilings = tmp_path / "ceilings.csv"
-    pd.DataFrame([{"experiment": "e", "kind": "supervised_complex_only", "task": "t", "method": "-", "loss": "-",
-                   "seed": 0, "metric": "accuracy", "value": 0.9}]).to_csv(ceilings, index=False)
-    text = P.summarise([probes], [ceilings], demo=True)
+    pd.DataFrame(
+        [
+            {
+                "experiment": "e",
+                "kind": "supervised_complex_only",
+                "task": "t",
+                "method": "-",
+                "loss": "-",
+                "seed": 0,
+                "metric": "accuracy",
+                "value": 0.9,
+            }
+        ]
+    ).to_csv(ceilings, index=False)
+    text = T.summarise([probes], [ceilings], demo=True)
     assert "embedded demo" in text
     assert "| e | splicer | cifar | vicreg | t | rMNIST | 0.700 ± 0.100 (n=3) |" in text
     assert "- e, supervised_complex_only: 0.900 (n=1)" in text
 
 
 def test_paper_config_passes_the_cross_checks_with_its_builder_params():
-    P.check_config(load("paper.yaml"))
+    check_config(load("paper.yaml"))
 
 
 @pytest.mark.parametrize(
@@ -194,23 +223,23 @@ def test_bad_real_dataset_entries_fail_naming_the_key(entry, patch, message):
     config = load("paper.yaml")
     config["datasets"][entry] = {**config["datasets"][entry], **patch}
     with pytest.raises(ValueError, match=message):
-        P.check_config(config)
+        check_config(config)
 
 
 def test_archives_are_not_outputs_and_a_vanished_archive_is_reported(tmp_path):
     config = load("paper.yaml")
-    records = P.archive_targets(config, "mnist_cifar")
+    records = A.archive_targets(config, "mnist_cifar")
     assert all("/.verified/" in r and r.endswith(".json") for r in records)
-    assert P.archive_of(records[0]) == Path("resources/mnist_cifar") / Path(records[0]).name[: -len(".json")]
+    assert A.archive_of(records[0]) == Path("resources/mnist_cifar") / Path(records[0]).name[: -len(".json")]
     record = tmp_path / "resources/k/.verified/a.gz.json"
     record.parent.mkdir(parents=True)
     record.write_text("{}")
     (tmp_path / "resources/k/b.gz").write_bytes(b"x")
     other = tmp_path / "resources/k/.verified/b.gz.json"
     other.write_text("{}")
-    assert P.archives_present([other]) == [tmp_path / "resources/k/b.gz"]
+    assert A.archives_present([other]) == [tmp_path / "resources/k/b.gz"]
     with pytest.raises(FileNotFoundError, match=r"a\.gz.*run again"):
-        P.archives_present([record, other])
+        A.archives_present([record, other])
     assert not record.exists() and other.exists()  # the stale record is dropped, so the next run re-fetches
 
 
@@ -220,7 +249,7 @@ def test_entries_sharing_an_archive_must_agree_on_its_mirror_and_checksum():
     pinned = {"kind": "eurosat", "source": {"mirror": "https://mirror.example/eurosat/"}}
     config["datasets"]["eurosat"] = pinned
     with pytest.raises(ValueError, match=r"'eurosat_quick' and 'eurosat'|'eurosat' and 'eurosat_quick'"):
-        P.check_config(config)
+        check_config(config)
     config["datasets"]["eurosat_quick"]["source"] = dict(pinned["source"])
-    P.check_config(config)
-    assert P.archive_options(config, "eurosat", "EuroSATallBands.zip")["mirror"].startswith("https://mirror")
+    check_config(config)
+    assert A.archive_options(config, "eurosat", "EuroSATallBands.zip")["mirror"].startswith("https://mirror")

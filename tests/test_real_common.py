@@ -14,8 +14,13 @@ from splicer.data import sources
 from splicer.data.format import DatasetFormatError, DatasetWriter, load_dataset
 from splicer.data.real.common import BuildError, Caps, check_params, require, split_order, three_way_split
 
-META = {"name": "x", "channel_names": ["a"], "class_names": ["p", "q"], "split_names": ["train", "test"],
-        "mask_names": []}
+META = {
+    "name": "x",
+    "channel_names": ["a"],
+    "class_names": ["p", "q"],
+    "split_names": ["train", "test"],
+    "mask_names": [],
+}
 
 
 # ------------------------------------------------------------------------------------------------------- caps
@@ -120,7 +125,7 @@ def test_dataset_writer_validates_labels_against_meta(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------- sources
 def test_mirror_and_pinned_checksums_replace_url_and_digest() -> None:
     pin = {"t10k-labels-idx1-ubyte.gz": "sha256:" + "a" * 64}
-    found = sources.archives("mnist", mirror="http://127.0.0.1:9/m/", checksums=pin)
+    found = sources.archives("mnist_cifar", mirror="http://127.0.0.1:9/m/", checksums=pin)
     by_name = {a.name: a for a in found}
     assert all(a.url == f"http://127.0.0.1:9/m/{a.name}" for a in found)
     pinned = by_name["t10k-labels-idx1-ubyte.gz"]
@@ -139,7 +144,7 @@ def test_mirror_and_pinned_checksums_replace_url_and_digest() -> None:
 )
 def test_bad_source_options_are_named(options: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        sources.archives("mnist", **options)
+        sources.archives("mnist_cifar", **options)
 
 
 def test_dataset_writer_rejects_a_row_of_the_wrong_shape(tmp_path: Path) -> None:

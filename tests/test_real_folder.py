@@ -28,7 +28,7 @@ def _png(path, arr):
 
 def _square_mask(h, w, i):
     m = np.zeros((h, w), np.uint8)
-    m[i % 5: i % 5 + 6, 2:9] = 255
+    m[i % 5 : i % 5 + 6, 2:9] = 255
     return m
 
 
@@ -47,14 +47,22 @@ def tiles(tmp_path):
         _png(msk / f"{stem}.png", masks[stem])
     (img / "notes.txt").write_text("ignored")
     labels = tmp_path / "labels.csv"
-    labels.write_text("file,label\n" + "".join(f"tile{i:02d}.png,{'tumour' if i % 3 else 'normal'}\n"
-                                               for i in range(12)) + "gone.png,normal\n")
+    labels.write_text(
+        "file,label\n"
+        + "".join(f"tile{i:02d}.png,{'tumour' if i % 3 else 'normal'}\n" for i in range(12))
+        + "gone.png,normal\n"
+    )
     return {"img": img, "msk": msk, "labels": labels, "images": images, "masks": masks, "root": tmp_path}
 
 
 def test_png_images_masks_labels(tiles, caplog):
-    params = {"images": str(tiles["img"]), "masks": str(tiles["msk"]), "labels": str(tiles["labels"]),
-              "mask_names": ["nuclei"], "name": "tiles"}
+    params = {
+        "images": str(tiles["img"]),
+        "masks": str(tiles["msk"]),
+        "labels": str(tiles["labels"]),
+        "mask_names": ["nuclei"],
+        "name": "tiles",
+    }
     with caplog.at_level(logging.WARNING):
         paths = build_folder(tiles["root"] / "out", {}, params, Caps(), seed=0)
     d = load_dataset(paths["tiles"])
@@ -87,8 +95,9 @@ def test_no_labels_all_train_and_split_caps(tiles):
 def test_split_column_overrides(tiles):
     csv = tiles["root"] / "split.csv"
     csv.write_text("".join(f"tile{i:02d},{i % 2},{'test' if i < 4 else 'train'}\n" for i in range(12)))  # no header
-    d = load_dataset(build_folder(tiles["root"] / "o", {}, {"images": str(tiles["img"]), "labels": str(csv)},
-                                  Caps(), 0)["images"])
+    d = load_dataset(
+        build_folder(tiles["root"] / "o", {}, {"images": str(tiles["img"]), "labels": str(csv)}, Caps(), 0)["images"]
+    )
     stems = d.meta["info"]["stems"]
     test = {stems[i] for i in np.flatnonzero(np.asarray(d.split) == 2)}
     assert test == {f"tile{i:02d}" for i in range(4)} and d.class_names == ["0", "1"]
@@ -121,12 +130,18 @@ def test_label_image_and_multiplane_masks(tmp_path):
         _png(msk / f"x{i}.png", lab[i])
         tifffile.imwrite(mp / f"x{i}.tif", np.stack([lab[i] == 1, lab[i] == 3]).astype(np.uint8))
     values = {"lungs": [1, 2], "heart": 3}
-    d = load_dataset(build_folder(tmp_path / "o", {}, {"images": str(img), "masks": str(msk), "mask_values": values},
-                                  Caps(), 0)["images"])
+    d = load_dataset(
+        build_folder(tmp_path / "o", {}, {"images": str(img), "masks": str(msk), "mask_values": values}, Caps(), 0)[
+            "images"
+        ]
+    )
     assert d.channels == 1 and d.mask_names == ["lungs", "heart"]
     assert (d.masks[:, 0] == np.isin(lab, [1, 2])).all() and (d.masks[:, 1] == (lab == 3)).all()
-    d = load_dataset(build_folder(tmp_path / "p", {}, {"images": str(img), "masks": str(mp),
-                                                       "mask_names": ["right", "heart"]}, Caps(), 0)["images"])
+    d = load_dataset(
+        build_folder(
+            tmp_path / "p", {}, {"images": str(img), "masks": str(mp), "mask_names": ["right", "heart"]}, Caps(), 0
+        )["images"]
+    )
     assert (d.masks[:, 0] == (lab == 1)).all() and (d.masks[:, 1] == (lab == 3)).all()
     d = load_dataset(build_folder(tmp_path / "q", {}, {"images": str(img), "masks": str(msk)}, Caps(), 0)["images"])
     assert d.mask_names == ["mask"] and (d.masks[:, 0] == (lab > 0)).all()  # label image: non-zero = inside
@@ -141,8 +156,11 @@ def test_size_resizes_images_and_masks(tiles, tmp_path):
         build_folder(tmp_path / "o", {}, {"images": str(odd)}, Caps(), 0)
     d = load_dataset(build_folder(tmp_path / "o", {}, {"images": str(odd), "size": [8, 8]}, Caps(), 0)["images"])
     assert d.images.shape == (2, 3, 8, 8) and d.meta["info"]["resized"]
-    d = load_dataset(build_folder(tmp_path / "m", {}, {"images": str(tiles["img"]), "masks": str(tiles["msk"]),
-                                                       "size": 8}, Caps(), 0)["images"])
+    d = load_dataset(
+        build_folder(
+            tmp_path / "m", {}, {"images": str(tiles["img"]), "masks": str(tiles["msk"]), "size": 8}, Caps(), 0
+        )["images"]
+    )
     assert d.masks.shape == (12, 1, 8, 8) and 0 < d.masks.mean() < 1
 
 
@@ -176,8 +194,16 @@ def test_errors_name_the_file(tiles, tmp_path):
 
 def test_user_path_folder_segment_truth_components(tiles, tmp_path):
     """build_data(kind folder) -> segment with 'truth' -> SpliCER mask components are image*mask, image*(1-mask)."""
-    spec = {"kind": "folder", "params": {"images": str(tiles["img"]), "masks": str(tiles["msk"]),
-                                         "labels": str(tiles["labels"]), "mask_names": ["nuclei"], "name": "tiles"}}
+    spec = {
+        "kind": "folder",
+        "params": {
+            "images": str(tiles["img"]),
+            "masks": str(tiles["msk"]),
+            "labels": str(tiles["labels"]),
+            "mask_names": ["nuclei"],
+            "name": "tiles",
+        },
+    }
     manifest = build_data(spec, tmp_path / "data", [])
     assert json.loads(manifest.read_text())["datasets"] == ["tiles"]
     out = segment_manifest(manifest, tmp_path / "seg" / "manifest.json", {"segmenter": "truth"})
@@ -185,9 +211,14 @@ def test_user_path_folder_segment_truth_components(tiles, tmp_path):
     assert record["segmenter"] == "truth" and record["dice_vs_stored_masks"] == {"nuclei": 1.0}
     assert record["empty_masks"] == {"nuclei": 1}
     d = load_dataset(tmp_path / "seg" / "tiles")
-    comps = build_components({"nuclei": {"type": "mask", "mask": "nuclei"},
-                              "background": {"type": "mask", "mask": "nuclei", "invert": True}},
-                             d.channel_names, d.mask_names)
+    comps = build_components(
+        {
+            "nuclei": {"type": "mask", "mask": "nuclei"},
+            "background": {"type": "mask", "mask": "nuclei", "invert": True},
+        },
+        d.channel_names,
+        d.mask_names,
+    )
     x = to_float(np.asarray(d.images))
     m = torch.from_numpy(np.array(d.masks)).float()
     roi, rest = comps["nuclei"](x, m), comps["background"](x, m)

@@ -47,8 +47,9 @@ def pil_bytes(img: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
-def nct_zip(path: Path, top: str, archive: int, per_class: int, *, extra: dict[str, bytes] | None = None,
-            junk: bool = True) -> Path:
+def nct_zip(
+    path: Path, top: str, archive: int, per_class: int, *, extra: dict[str, bytes] | None = None, junk: bool = True
+) -> Path:
     """A zip laid out as Zenodo 1214456: ``<top>/<CLASS>/<CLASS>-<ID>.tif``, 224 px there, TILE px here."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for c, cls in enumerate(NCT_CLASSES):
@@ -69,8 +70,9 @@ def nct_zip(path: Path, top: str, archive: int, per_class: int, *, extra: dict[s
     return path
 
 
-def serve_and_fetch(server: Server, kind: str, archives: dict[str, Path], dest: Path,
-                    corrupt: tuple[str, ...] = ()) -> list[Path]:
+def serve_and_fetch(
+    server: Server, kind: str, archives: dict[str, Path], dest: Path, corrupt: tuple[str, ...] = ()
+) -> list[Path]:
     """Serve local archives as the kind's mirror, pinned by sha256, and fetch them into ``dest``."""
     digests = {}
     for name, path in archives.items():
@@ -93,8 +95,10 @@ def colours(images: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def nct_archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("nct_src")
-    return {NCT_TRAIN: nct_zip(d / NCT_TRAIN, "NCT-CRC-HE-100K", 0, per_class=5),
-            NCT_TEST: nct_zip(d / NCT_TEST, "CRC-VAL-HE-7K", 1, per_class=2)}
+    return {
+        NCT_TRAIN: nct_zip(d / NCT_TRAIN, "NCT-CRC-HE-100K", 0, per_class=5),
+        NCT_TEST: nct_zip(d / NCT_TEST, "CRC-VAL-HE-7K", 1, per_class=2),
+    }
 
 
 def test_nct_crc_from_served_zips(server: Server, tmp_path: Path, nct_archives: dict[str, Path]) -> None:
@@ -138,8 +142,9 @@ def test_nct_crc_from_served_zips(server: Server, tmp_path: Path, nct_archives: 
     assert not (np.asarray(load_dataset(other.parent / "eval").images) == np.asarray(ev.images)).all()
 
 
-def test_nct_crc_caps_before_decoding_and_resize(tmp_path: Path, nct_archives: dict[str, Path],
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nct_crc_caps_before_decoding_and_resize(
+    tmp_path: Path, nct_archives: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from splicer.data.real import histology
 
     decoded: list[str] = []
@@ -162,8 +167,9 @@ def test_nct_crc_caps_before_decoding_and_resize(tmp_path: Path, nct_archives: d
     assert ev.meta["info"]["caps"] == caps
 
 
-def test_nct_crc_corrupted_download_builds_nothing(server: Server, tmp_path: Path,
-                                                   nct_archives: dict[str, Path]) -> None:
+def test_nct_crc_corrupted_download_builds_nothing(
+    server: Server, tmp_path: Path, nct_archives: dict[str, Path]
+) -> None:
     with pytest.raises(ChecksumError):
         serve_and_fetch(server, "nct_crc", nct_archives, tmp_path / "resources", corrupt=(NCT_TEST,))
     assert not (tmp_path / "resources" / NCT_TEST).exists()
@@ -182,11 +188,14 @@ def test_nct_crc_corrupted_download_builds_nothing(server: Server, tmp_path: Pat
         ("CRC-VAL-HE-7K/TUM/TUM-A999.tif", "ok", "expected NCT-CRC-HE-100K/<CLASS>/<tile>.tif"),
     ],
 )
-def test_nct_crc_bad_member_names_it(tmp_path: Path, nct_archives: dict[str, Path], member: str,
-                                     data: bytes | str, problem: str) -> None:
-    payload = {"grey": pil_bytes(Image.new("L", (TILE, TILE), 9), "TIFF"),
-               "small": tiff_bytes(np.zeros((TILE - 1, TILE - 1, 3), np.uint8)),
-               "ok": tiff_bytes(np.zeros((TILE, TILE, 3), np.uint8))}.get(data, data)
+def test_nct_crc_bad_member_names_it(
+    tmp_path: Path, nct_archives: dict[str, Path], member: str, data: bytes | str, problem: str
+) -> None:
+    payload = {
+        "grey": pil_bytes(Image.new("L", (TILE, TILE), 9), "TIFF"),
+        "small": tiff_bytes(np.zeros((TILE - 1, TILE - 1, 3), np.uint8)),
+        "ok": tiff_bytes(np.zeros((TILE, TILE, 3), np.uint8)),
+    }.get(data, data)
     bad = nct_zip(tmp_path / NCT_TRAIN, "NCT-CRC-HE-100K", 0, per_class=2, extra={member: payload})
     spec = {"kind": "nct_crc", "params": {"tile_size": TILE, "size": TILE, "val_fraction": 0.5}}
     with pytest.raises(BuildError, match=problem) as err:
@@ -219,8 +228,7 @@ def test_nct_crc_archive_level_faults(tmp_path: Path, nct_archives: dict[str, Pa
 
 # --------------------------------------------------------------------------------------------- Camelyon17
 # (patient, node, center, slide): patients 0-19 are hospital 0, 20-39 hospital 1, ... (WILDS preprocessing)
-SLIDES = [(4, 4, 0, 0), (15, 1, 0, 8), (21, 2, 1, 11), (41, 0, 2, 20), (44, 3, 2, 23), (61, 1, 3, 30),
-          (88, 2, 4, 44)]
+SLIDES = [(4, 4, 0, 0), (15, 1, 0, 8), (21, 2, 1, 11), (41, 0, 2, 20), (44, 3, 2, 23), (61, 1, 3, 30), (88, 2, 4, 44)]
 PER_SLIDE = 4
 HEADER = ",patient,node,x_coord,y_coord,tumor,slide,center,split"
 
@@ -229,8 +237,19 @@ def camelyon_rows() -> list[dict]:
     rows = []
     for s, (patient, node, center, slide) in enumerate(SLIDES):
         for k in range(PER_SLIDE):
-            rows.append({"patient": patient, "node": node, "x": 96 * k + 48, "y": 1000 + 32 * s, "tumor": k % 2,
-                         "slide": slide, "center": center, "split": int(k == 3), "id": len(rows)})
+            rows.append(
+                {
+                    "patient": patient,
+                    "node": node,
+                    "x": 96 * k + 48,
+                    "y": 1000 + 32 * s,
+                    "tumor": k % 2,
+                    "slide": slide,
+                    "center": center,
+                    "split": int(k == 3),
+                    "id": len(rows),
+                }
+            )
     return rows
 
 
@@ -244,13 +263,23 @@ def patch_colour(r: dict) -> tuple[int, int, int]:
     return 40 * r["center"] + 1, 200 * r["tumor"] + 7, r["id"]
 
 
-def camelyon_tar(path: Path, *, prefix: str = "", metadata_first: bool = True, drop: str | None = None,
-                 columns: str = HEADER, replace: dict[str, bytes] | None = None) -> Path:
+def camelyon_tar(
+    path: Path,
+    *,
+    prefix: str = "",
+    metadata_first: bool = True,
+    drop: str | None = None,
+    columns: str = HEADER,
+    replace: dict[str, bytes] | None = None,
+) -> Path:
     """A tar.gz laid out as Camelyon17-WILDS v1.0: metadata.csv (unnamed index column, zero-padded patients) and
     patches/... PNGs saved as OpenSlide writes them (RGBA), optionally under a folder ``prefix``."""
     rows = camelyon_rows()
-    lines = [columns] + [f"{r['id']},{r['patient']:03d},{r['node']},{r['x']},{r['y']},{r['tumor']},{r['slide']},"
-                         f"{r['center']},{r['split']}" for r in rows]
+    lines = [columns] + [
+        f"{r['id']},{r['patient']:03d},{r['node']},{r['x']},{r['y']},{r['tumor']},{r['slide']},"
+        f"{r['center']},{r['split']}"
+        for r in rows
+    ]
     members = [("metadata.csv", ("\n".join(lines) + "\n").encode())]
     for r in rows:
         mode = "RGBA" if r["id"] % 2 else "RGB"
@@ -300,8 +329,12 @@ def test_camelyon17_from_served_tar(server: Server, tmp_path: Path, prefix: str,
 
 def test_camelyon17_ood_val_caps_resize(tmp_path: Path) -> None:
     src = camelyon_tar(tmp_path / CAMELYON_ARCHIVE)
-    spec = {"kind": "camelyon17", "params": {"val": "ood", "size": 24}, "caps": {"camelyon/train": 5, "*": 3},
-            "seed": 1}
+    spec = {
+        "kind": "camelyon17",
+        "params": {"val": "ood", "size": 24},
+        "caps": {"camelyon/train": 5, "*": 3},
+        "seed": 1,
+    }
     build_data(spec, tmp_path / "data", [src])
     ds = load_dataset(tmp_path / "data" / "camelyon")
     assert ds.images.shape == (11, 3, 24, 24)
@@ -318,10 +351,16 @@ def test_camelyon17_ood_val_caps_resize(tmp_path: Path) -> None:
     [
         ({"columns": HEADER.replace(",center", ",hospital")}, "metadata.csv", r"missing column\(s\) \['center'\]"),
         ({"drop": patch_name(camelyon_rows()[13])}, patch_name(camelyon_rows()[13]), "missing from the archive"),
-        ({"replace": {patch_name(camelyon_rows()[2]): b"\x89PNG\r\n\x1a\n broken"}}, patch_name(camelyon_rows()[2]),
-         "cannot be decoded as PNG"),
-        ({"replace": {patch_name(camelyon_rows()[0]): pil_bytes(Image.new("RGB", (64, 64)), "PNG")}},
-         patch_name(camelyon_rows()[0]), "64x64 px"),
+        (
+            {"replace": {patch_name(camelyon_rows()[2]): b"\x89PNG\r\n\x1a\n broken"}},
+            patch_name(camelyon_rows()[2]),
+            "cannot be decoded as PNG",
+        ),
+        (
+            {"replace": {patch_name(camelyon_rows()[0]): pil_bytes(Image.new("RGB", (64, 64)), "PNG")}},
+            patch_name(camelyon_rows()[0]),
+            "64x64 px",
+        ),
         ({"drop": "metadata.csv"}, None, "holds no metadata.csv"),
     ],
 )

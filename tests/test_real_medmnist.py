@@ -91,8 +91,15 @@ def upstream(tmp_path_factory) -> dict:
     }
     with serving() as server:
         serve_files(server, files)
-        paths = {flag: fetch(pinned(flag, {f"{flag}.npz": files[f"{flag}.npz"]}, server.url("/"))[0],
-                             root / "resources" / flag, timeout=5, backoff=0.0) for flag in arrays}
+        paths = {
+            flag: fetch(
+                pinned(flag, {f"{flag}.npz": files[f"{flag}.npz"]}, server.url("/"))[0],
+                root / "resources" / flag,
+                timeout=5,
+                backoff=0.0,
+            )
+            for flag in arrays
+        }
     return {"arrays": arrays, "paths": paths, "root": root}
 
 
@@ -138,8 +145,9 @@ def test_chest_pretrain(upstream, demo_xray, tmp_path: Path) -> None:
     assert info["findings"][PNEUMONIA_COL] == "pneumonia" and len(info["findings"]) == 14
     assert info["pooled_splits"] == ["train"] and info["rows_per_upstream_split"] == {"train": COUNTS["train"]}
     # all upstream splits pooled (given in any order): train rows, then val, then test
-    ds = build("chestmnist", [upstream["paths"]["chestmnist"]], tmp_path / "all",
-               params={"splits": ["test", "train", "val"]})
+    ds = build(
+        "chestmnist", [upstream["paths"]["chestmnist"]], tmp_path / "all", params={"splits": ["test", "train", "val"]}
+    )
     assert ds.n == sum(COUNTS.values())
     np.testing.assert_array_equal(ds.images[:, 0], np.concatenate([arrays[f"{s}_images"] for s in SPLITS]))
     assert (np.asarray(ds.split) == 0).all()
@@ -162,8 +170,13 @@ def test_caps_and_determinism(upstream, tmp_path: Path) -> None:
         assert (np.diff(rows) > 0).all()  # a subset in upstream order
         np.testing.assert_array_equal(part.images[:, 0], arrays[f"{split}_images"][rows])
         np.testing.assert_array_equal(part.labels, arrays[f"{split}_labels"][rows, 0])
-    chest = build("chestmnist", [upstream["paths"]["chestmnist"]], tmp_path / "chest", caps={"pretrain": 7},
-                  params={"splits": ["train", "val"]})
+    chest = build(
+        "chestmnist",
+        [upstream["paths"]["chestmnist"]],
+        tmp_path / "chest",
+        caps={"pretrain": 7},
+        params={"splits": ["train", "val"]},
+    )
     assert chest.n == 7 and chest.meta["info"]["caps"] == {"pretrain": 7}
     assert sum(chest.meta["info"]["rows_per_upstream_split"].values()) == 7
 
@@ -172,8 +185,14 @@ def test_caps_and_determinism(upstream, tmp_path: Path) -> None:
 @given(cap=st.integers(1, 50), seed=st.integers(0, 2**31 - 1))
 def test_capped_rows_match_upstream(upstream, tmp_path_factory, cap: int, seed: int) -> None:
     arrays = upstream["arrays"]["chestmnist"]
-    ds = build("chestmnist", [upstream["paths"]["chestmnist"]], tmp_path_factory.mktemp("p"), seed=seed,
-               caps={"*": cap}, params={"splits": ["train", "val", "test"]})
+    ds = build(
+        "chestmnist",
+        [upstream["paths"]["chestmnist"]],
+        tmp_path_factory.mktemp("p"),
+        seed=seed,
+        caps={"*": cap},
+        params={"splits": ["train", "val", "test"]},
+    )
     assert ds.n == min(cap, sum(COUNTS.values()))
     img = np.asarray(ds.images)
     split_of, rows = img[:, 0, 0, 2].astype(int), ident(img)
@@ -246,21 +265,24 @@ def _corrupt_member(path: Path, member: str) -> None:
     with zipfile.ZipFile(path) as zf:
         info = zf.getinfo(member)
     start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + 200
-    raw[start:start + 16] = bytes(b ^ 0xFF for b in raw[start:start + 16])
+    raw[start : start + 16] = bytes(b ^ 0xFF for b in raw[start : start + 16])
     path.write_bytes(bytes(raw))
 
 
-@pytest.mark.parametrize(("case", "message"), [
-    ("not_zip", r"chestmnist\.npz: not a readable \.npz"),
-    ("missing_test_images", r"chestmnist\.npz:test_images\.npy: array 'test_images' missing"),
-    ("label_columns", r"chestmnist\.npz:train_labels\.npy: expected integer labels \(40, 14\)"),
-    ("label_values", r"chestmnist\.npz:val_labels\.npy: label values must lie in \[0, 2\)"),
-    ("float_images", r"chestmnist\.npz:train_images\.npy: expected greyscale uint8 images"),
-    ("rgb_images", r"chestmnist\.npz:train_images\.npy: expected greyscale uint8 images"),
-    ("object_labels", r"chestmnist\.npz:test_labels\.npy: not a readable \.npy array"),
-    ("bad_crc", r"chestmnist\.npz:train_images\.npy: not a readable \.npy array"),
-    ("count_mismatch", r"chestmnist\.npz:val_labels\.npy: expected integer labels \(12, 14\) for 12 images"),
-])
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("not_zip", r"chestmnist\.npz: not a readable \.npz"),
+        ("missing_test_images", r"chestmnist\.npz:test_images\.npy: array 'test_images' missing"),
+        ("label_columns", r"chestmnist\.npz:train_labels\.npy: expected integer labels \(40, 14\)"),
+        ("label_values", r"chestmnist\.npz:val_labels\.npy: label values must lie in \[0, 2\)"),
+        ("float_images", r"chestmnist\.npz:train_images\.npy: expected greyscale uint8 images"),
+        ("rgb_images", r"chestmnist\.npz:train_images\.npy: expected greyscale uint8 images"),
+        ("object_labels", r"chestmnist\.npz:test_labels\.npy: not a readable \.npy array"),
+        ("bad_crc", r"chestmnist\.npz:train_images\.npy: not a readable \.npy array"),
+        ("count_mismatch", r"chestmnist\.npz:val_labels\.npy: expected integer labels \(12, 14\) for 12 images"),
+    ],
+)
 def test_broken_npz(tmp_path: Path, case: str, message: str) -> None:
     arrays = medmnist_arrays("chestmnist")
     path = tmp_path / "res" / "chestmnist.npz"

@@ -64,15 +64,25 @@ def cifar_rows(labels: np.ndarray, test: bool) -> np.ndarray:
 
 
 def batch_pickle(data: np.ndarray, labels: np.ndarray, drop: str | None = None) -> bytes:
-    batch = {b"batch_label": b"fixture batch", b"labels": [int(v) for v in labels], b"data": data,
-             b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))]}
+    batch = {
+        b"batch_label": b"fixture batch",
+        b"labels": [int(v) for v in labels],
+        b"data": data,
+        b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))],
+    }
     if drop:
         del batch[drop.encode()]
     return pickle.dumps(batch, protocol=2)  # as upstream (written by Python 2's cPickle)
 
 
-def cifar_tar(train_labels: np.ndarray, test_labels: np.ndarray, *, drop: tuple[str, str] | None = None,
-              skip: str | None = None, replace: dict[str, bytes] | None = None) -> bytes:
+def cifar_tar(
+    train_labels: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    drop: tuple[str, str] | None = None,
+    skip: str | None = None,
+    replace: dict[str, bytes] | None = None,
+) -> bytes:
     data = cifar_rows(train_labels, False)
     members = {}
     for i, part in enumerate(np.array_split(np.arange(train_labels.size), 5), start=1):
@@ -80,8 +90,23 @@ def cifar_tar(train_labels: np.ndarray, test_labels: np.ndarray, *, drop: tuple[
     members["test_batch"] = (cifar_rows(test_labels, True), test_labels)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        meta = pickle.dumps({b"label_names": [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog",
-                                              b"horse", b"ship", b"truck"], b"num_vis": 3072})
+        meta = pickle.dumps(
+            {
+                b"label_names": [
+                    b"airplane",
+                    b"automobile",
+                    b"bird",
+                    b"cat",
+                    b"deer",
+                    b"dog",
+                    b"frog",
+                    b"horse",
+                    b"ship",
+                    b"truck",
+                ],
+                b"num_vis": 3072,
+            }
+        )
         for name, payload in [("batches.meta", meta)] + [
             (n, batch_pickle(d, lab, drop[1] if drop and drop[0] == n else None)) for n, (d, lab) in members.items()
         ]:
@@ -198,8 +223,10 @@ def test_datasets_shapes_and_demo_conventions(built, tmp_path: Path) -> None:
         assert (np.diff(codes.astype(int)) >= 0).all()  # each split one contiguous block
     assert built["rMNIST"].meta["info"]["randomised"] == "mnist"
     assert built["rCIFAR"].meta["info"]["randomised"] == "cifar"
-    assert built["rNONE"].meta["info"]["regions"] == {"mnist": {"rows": [0, 32], "cols": [0, 32]},
-                                                       "cifar": {"rows": [32, 64], "cols": [0, 32]}}
+    assert built["rNONE"].meta["info"]["regions"] == {
+        "mnist": {"rows": [0, 32], "cols": [0, 32]},
+        "cifar": {"rows": [32, 64], "cols": [0, 32]},
+    }
 
 
 def test_pairing_counts_and_splits(built, labels) -> None:
@@ -248,8 +275,9 @@ def test_pretrain_halves_and_variants_share_rows(built) -> None:
         np.testing.assert_array_equal(built[name].split, none.split)
 
 
-@pytest.mark.parametrize(("name", "kept", "shuffled"), [("rMNIST", slice(32, 64), slice(0, 32)),
-                                                         ("rCIFAR", slice(0, 32), slice(32, 64))])
+@pytest.mark.parametrize(
+    ("name", "kept", "shuffled"), [("rMNIST", slice(32, 64), slice(0, 32)), ("rCIFAR", slice(0, 32), slice(32, 64))]
+)
 def test_randomised_half_is_decorrelated(built, name: str, kept: slice, shuffled: slice) -> None:
     none, ds = built["rNONE"], built[name]
     for split in ("train", "val", "test"):
@@ -277,8 +305,10 @@ def test_deterministic_and_seeded(built, downloaded, tmp_path: Path) -> None:
     other = build(downloaded, tmp_path / "seed1", seed=1)
     assert not np.array_equal(other["rNONE"].images, built["rNONE"].images)
     for s in ("train", "val", "test"):  # same class counts per split, different pairing
-        assert np.bincount(other["rNONE"].select(s).labels).tolist() == \
-            np.bincount(built["rNONE"].select(s).labels).tolist()
+        assert (
+            np.bincount(other["rNONE"].select(s).labels).tolist()
+            == np.bincount(built["rNONE"].select(s).labels).tolist()
+        )
 
 
 def test_caps(downloaded, tmp_path: Path, built) -> None:
@@ -297,8 +327,9 @@ def test_caps(downloaded, tmp_path: Path, built) -> None:
     np.testing.assert_array_equal(np.asarray(ds["rMNIST"].images)[:, :, 32:], np.asarray(none.images)[:, :, 32:])
     np.testing.assert_array_equal(ds["mnist_only"].images, np.asarray(none.images)[:, :, :32])
     assert np.isin(cifar_id(np.asarray(ds["cifar_only"].images), 0), ids).all()
-    assert np.isin(cifar_id(np.asarray(ds["pretrain_cifar_only"].images), 0),
-                   cifar_id(np.asarray(ds["pretrain"].images))).all()
+    assert np.isin(
+        cifar_id(np.asarray(ds["pretrain_cifar_only"].images), 0), cifar_id(np.asarray(ds["pretrain"].images))
+    ).all()
 
 
 def test_params(downloaded, tmp_path: Path) -> None:
@@ -308,8 +339,9 @@ def test_params(downloaded, tmp_path: Path) -> None:
         build(downloaded, tmp_path / "b", params={"val_fraction": 1.0})
     with pytest.raises(ValueError, match="mnist_digits"):
         build(downloaded, tmp_path / "c", params={"mnist_digits": [1, 1]})
-    ds = build(downloaded, tmp_path / "d", params={"mnist_digits": [2, 3], "cifar_classes": [0, 1],
-                                                   "val_fraction": 0.25})
+    ds = build(
+        downloaded, tmp_path / "d", params={"mnist_digits": [2, 3], "cifar_classes": [0, 1], "val_fraction": 0.25}
+    )
     img, y = np.asarray(ds["rNONE"].images), np.asarray(ds["rNONE"].labels)
     assert (mnist_digit(img) == np.array([2, 3])[y]).all() and (cifar_label(img) == np.array([0, 1])[y]).all()
     assert ds["rNONE"].meta["info"]["class_meaning"] == {"0": "digit 2 / airplane", "1": "digit 3 / automobile"}
@@ -381,10 +413,16 @@ def _broken_idx(kind: str, labels: dict) -> bytes:
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize(("kind", "message"), [
-    ("truncated_gz", "not a readable gzip"), ("not_gz", "not a readable gzip"), ("short_data", "truncated"),
-    ("wrong_dims", r"dimensions \(320, 28, 27\)"), ("count_mismatch", "319 images but"),
-])
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("truncated_gz", "not a readable gzip"),
+        ("not_gz", "not a readable gzip"),
+        ("short_data", "truncated"),
+        ("wrong_dims", r"dimensions \(320, 28, 27\)"),
+        ("count_mismatch", "319 images but"),
+    ],
+)
 def test_broken_idx_images(tmp_path: Path, labels, kind: str, message: str) -> None:
     files = write_archives(tmp_path / "raw", labels)
     files["train-images-idx3-ubyte.gz"].write_bytes(_broken_idx(kind, labels))
@@ -411,15 +449,18 @@ class _Evil:
         return (os.system, ("touch /tmp/splicer-test-evil-should-not-exist",))
 
 
-@pytest.mark.parametrize(("case", "message"), [
-    ("drop_labels", rf"{MEMBER}: CIFAR-10 batch lacks key\(s\) \[b'labels'\]"),
-    ("drop_data", rf"{MEMBER}: CIFAR-10 batch lacks key\(s\) \[b'data'\]"),
-    ("missing_member", r"cifar-10-batches-py/test_batch: missing from the archive"),
-    ("not_pickle", rf"{MEMBER}: cannot unpickle"),
-    ("evil_global", rf"{MEMBER}: cannot unpickle .*posix.system|{MEMBER}: cannot unpickle .*os.system"),
-    ("wrong_width", rf"{MEMBER}: b'data' must be a uint8 array"),
-    ("label_count", rf"{MEMBER}: b'labels' has shape"),
-])
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("drop_labels", rf"{MEMBER}: CIFAR-10 batch lacks key\(s\) \[b'labels'\]"),
+        ("drop_data", rf"{MEMBER}: CIFAR-10 batch lacks key\(s\) \[b'data'\]"),
+        ("missing_member", r"cifar-10-batches-py/test_batch: missing from the archive"),
+        ("not_pickle", rf"{MEMBER}: cannot unpickle"),
+        ("evil_global", rf"{MEMBER}: cannot unpickle .*posix.system|{MEMBER}: cannot unpickle .*os.system"),
+        ("wrong_width", rf"{MEMBER}: b'data' must be a uint8 array"),
+        ("label_count", rf"{MEMBER}: b'labels' has shape"),
+    ],
+)
 def test_broken_cifar_batches(tmp_path: Path, labels, case: str, message: str) -> None:
     kw: dict = {}
     if case == "drop_labels":

@@ -17,11 +17,11 @@ from loopback import Route, Server
 
 from splicer.data import download, sources
 from splicer.data.build import build_data
-from splicer.data.vocab import CELL_TYPES, MULTIPLEX_CHANNELS, T_SUBTYPES
 from splicer.data.download import ChecksumError, fetch
 from splicer.data.format import load_dataset
 from splicer.data.real.common import BuildError
 from splicer.data.real.orion import _otsu, gate_cells
+from splicer.data.vocab import CELL_TYPES, MULTIPLEX_CHANNELS, T_SUBTYPES
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -72,8 +72,12 @@ def write_image(path: Path, data: np.ndarray, names: list[str], tiled: bool = Tr
         return
     opts = {"tile": (TILE, TILE), "compression": "zlib", "predictor": True}
     with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tw:
-        tw.write(data, subifds=2, metadata={"axes": "CYX", "Channel": {"Name": names}, "PhysicalSizeX": 0.325,
-                                            "PhysicalSizeY": 0.325}, **opts)
+        tw.write(
+            data,
+            subifds=2,
+            metadata={"axes": "CYX", "Channel": {"Name": names}, "PhysicalSizeX": 0.325, "PhysicalSizeY": 0.325},
+            **opts,
+        )
         tw.write(data[:, ::2, ::2], subfiletype=1, **opts)
         tw.write(data[:, ::4, ::4], subfiletype=1, **opts)
 
@@ -103,7 +107,7 @@ def cell_table(slide: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
 
 def names_of(folder: str) -> dict[str, str]:
     """{file type: archive name} of one slide, as the registry names them."""
-    found = {a.name: a for a in sources.orion_archives([folder])}
+    found = {a.name: a for a in sources.orion_archives("orion_crc", [folder])}
     image = next(n for n in found if n.endswith("-zlib.ome.tiff"))
     cells = next(n for n in found if n.endswith(".csv") and n != "markers.csv")
     return {"image": image, "cells": cells}
@@ -144,7 +148,7 @@ def crop_index(raw: dict, slides: list[str]) -> dict[bytes, tuple[str, int]]:
         y = np.floor(t["table"]["Y_centroid"].to_numpy()).astype(int) - CROP // 2
         for i, (left, top) in enumerate(zip(x, y, strict=True)):
             if left >= 0 and top >= 0 and left + CROP <= SIZE and top + CROP <= SIZE:
-                index[t["pixels"][:, top:top + CROP, left:left + CROP].tobytes()] = (folder, i)
+                index[t["pixels"][:, top : top + CROP, left : left + CROP].tobytes()] = (folder, i)
     return index
 
 
@@ -157,6 +161,7 @@ def identify(ds, index: dict) -> list[tuple[str, int]]:
 
 def block_asarray(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make every whole-page / whole-series read fail: the builder must read tiles only."""
+
     def refuse(*_a, **_k):
         raise AssertionError("whole-page read")
 
@@ -262,8 +267,11 @@ def test_caps_per_class_and_cell_split_keep_balance_and_read_little(raw: dict, t
         for _, i in identify(ds, index):
             left = int(np.floor(table["X_centroid"][i])) - CROP // 2
             top = int(np.floor(table["Y_centroid"][i])) - CROP // 2
-            touched |= {(ty, tx) for ty in range(top // TILE, (top + CROP - 1) // TILE + 1)
-                        for tx in range(left // TILE, (left + CROP - 1) // TILE + 1)}
+            touched |= {
+                (ty, tx)
+                for ty in range(top // TILE, (top + CROP - 1) // TILE + 1)
+                for tx in range(left // TILE, (left + CROP - 1) // TILE + 1)
+            }
     assert ct.meta["info"]["reading"]["CRC02"]["tiles_decoded"] == 19 * len(touched)
 
 
@@ -285,8 +293,9 @@ def test_same_seed_same_bytes_and_explicit_gates(raw: dict, tmp_path: Path) -> N
 
 
 def test_pad_keeps_edge_cells_zero_filled(raw: dict, tmp_path: Path) -> None:
-    build_data(spec(["CRC01"], {"edge": "pad", "n_pretrain": 0, "per_class": 3}), tmp_path / "out",
-               subset(raw, ["CRC01"]))
+    build_data(
+        spec(["CRC01"], {"edge": "pad", "n_pretrain": 0, "per_class": 3}), tmp_path / "out", subset(raw, ["CRC01"])
+    )
     t = raw["truth"]["CRC01"]
     edge = set()
     for i in range(N_EDGE):  # crops reaching left of column 0: zeros there, pixels elsewhere
@@ -294,7 +303,7 @@ def test_pad_keeps_edge_cells_zero_filled(raw: dict, tmp_path: Path) -> None:
         top = int(np.floor(t["table"]["Y_centroid"][i])) - CROP // 2
         assert left < 0
         crop = np.zeros((19, CROP, CROP), np.uint16)
-        crop[:, :, -left:] = t["pixels"][:, top:top + CROP, :CROP + left]
+        crop[:, :, -left:] = t["pixels"][:, top : top + CROP, : CROP + left]
         edge.add(crop.tobytes())
     interior = crop_index(raw, ["CRC01"])
     got = set()
@@ -317,7 +326,8 @@ def test_strips_and_reordered_mcmicro_markers(raw: dict, tmp_path: Path) -> None
     pixels = raw["truth"]["CRC01"]["pixels"]
     write_image(tmp_path / names["image"], pixels[::-1].copy(), order, tiled=False)
     pd.DataFrame({"channel_number": range(1, 20), "cycle_number": 1, "marker_name": order}).to_csv(
-        tmp_path / "markers.csv", index=False)
+        tmp_path / "markers.csv", index=False
+    )
     files[names["image"]], files["markers.csv"] = tmp_path / names["image"], tmp_path / "markers.csv"
     build_data(spec(["CRC01"], {"per_class": 3, "n_pretrain": 20}), tmp_path / "out", list(files.values()))
     pre = load_dataset(tmp_path / "out" / "pretrain")
@@ -327,13 +337,27 @@ def test_strips_and_reordered_mcmicro_markers(raw: dict, tmp_path: Path) -> None
 # ---------------------------------------------------------------------------------------------------- gating
 def test_gate_cells_decision_tree() -> None:
     cases = [  # positive markers -> (coarse, subtype)
-        ((), (-1, -1)), (("Pan-CK",), (0, -1)), (("Pan-CK", "CD45"), (-1, -1)), (("Pan-CK", "SMA"), (0, -1)),
-        (("SMA",), (1, -1)), (("CD31", "SMA"), (2, -1)), (("CD31",), (2, -1)),
-        (("CD45", "CD163"), (3, -1)), (("CD45", "CD68", "CD163"), (3, -1)), (("CD68",), (-1, -1)),
-        (("CD45", "CD20"), (4, -1)), (("CD45",), (-1, -1)), (("CD45", "CD20", "CD68"), (-1, -1)),
-        (("CD45", "CD3e"), (5, -1)), (("CD45", "CD3e", "CD4"), (5, 0)), (("CD45", "CD3e", "CD8a"), (5, 1)),
-        (("CD45", "CD3e", "CD4", "FOXP3"), (5, 2)), (("CD45", "CD3e", "CD8a", "FOXP3"), (5, -1)),
-        (("CD45", "CD3e", "CD4", "CD8a"), (5, -1)), (("CD3e", "CD4"), (-1, -1)), (("CD45", "CD3e", "SMA"), (5, -1)),
+        ((), (-1, -1)),
+        (("Pan-CK",), (0, -1)),
+        (("Pan-CK", "CD45"), (-1, -1)),
+        (("Pan-CK", "SMA"), (0, -1)),
+        (("SMA",), (1, -1)),
+        (("CD31", "SMA"), (2, -1)),
+        (("CD31",), (2, -1)),
+        (("CD45", "CD163"), (3, -1)),
+        (("CD45", "CD68", "CD163"), (3, -1)),
+        (("CD68",), (-1, -1)),
+        (("CD45", "CD20"), (4, -1)),
+        (("CD45",), (-1, -1)),
+        (("CD45", "CD20", "CD68"), (-1, -1)),
+        (("CD45", "CD3e"), (5, -1)),
+        (("CD45", "CD3e", "CD4"), (5, 0)),
+        (("CD45", "CD3e", "CD8a"), (5, 1)),
+        (("CD45", "CD3e", "CD4", "FOXP3"), (5, 2)),
+        (("CD45", "CD3e", "CD8a", "FOXP3"), (5, -1)),
+        (("CD45", "CD3e", "CD4", "CD8a"), (5, -1)),
+        (("CD3e", "CD4"), (-1, -1)),
+        (("CD45", "CD3e", "SMA"), (5, -1)),
         (("CD45", "CD31"), (-1, -1)),
     ]
     table = pd.DataFrame([{m: (10.0 if m in pos else 1.0) for m in MULTIPLEX_CHANNELS} for pos, _ in cases])
@@ -355,9 +379,16 @@ def test_corrupt_download_is_rejected(raw: dict, server: Server, tmp_path: Path,
     name = names_of("CRC01")["cells"]
     data = raw["files"][name].read_bytes()
     server.routes[f"/{name}"] = Route(data, corrupt=True)
-    archive = next(a for a in sources.archives("orion_crc", slides=["CRC01"], mirror=server.url("/"),
-                                               checksums={name: "sha256:" + hashlib.sha256(data).hexdigest()})
-                   if a.name == name)
+    archive = next(
+        a
+        for a in sources.archives(
+            "orion_crc",
+            slides=["CRC01"],
+            mirror=server.url("/"),
+            checksums={name: "sha256:" + hashlib.sha256(data).hexdigest()},
+        )
+        if a.name == name
+    )
     with pytest.raises(ChecksumError):
         fetch(archive, tmp_path, backoff=0.0, timeout=5)
     assert not (tmp_path / name).exists()
@@ -382,19 +413,30 @@ def _broken(raw: dict, tmp_path: Path, what: str) -> tuple[list[Path], str]:
         bad.write_text("\n".join([*MULTIPLEX_CHANNELS, "DAPI"]) + "\n")
     else:
         bad = tmp_path / names["cells"]
-        broken = {"no CD3e": table.drop(columns=["CD3e"]), "no Y_centroid": table.drop(columns=["Y_centroid"]),
-                  "outside": table.assign(X_centroid=table["X_centroid"] + SIZE),
-                  "text": table.astype({"CD45": object}).assign(CD45="high")}[what]
+        broken = {
+            "no CD3e": table.drop(columns=["CD3e"]),
+            "no Y_centroid": table.drop(columns=["Y_centroid"]),
+            "outside": table.assign(X_centroid=table["X_centroid"] + SIZE),
+            "text": table.astype({"CD45": object}).assign(CD45="high"),
+        }[what]
         broken.to_csv(bad, index=False)
     files[bad.name] = bad
     return list(files.values()), bad.name
 
 
-@pytest.mark.parametrize("what, says", [
-    ("18 channels", "has 18 channels"), ("garbage tiff", "cannot be read as a TIFF"),
-    ("marker name", "unexpected ['aSMA']"), ("20 markers", "got 20 names"), ("no CD3e", "['CD3e']"),
-    ("no Y_centroid", "['Y_centroid']"), ("outside", "outside the 512x512 image"), ("text", "non-numeric"),
-])
+@pytest.mark.parametrize(
+    "what, says",
+    [
+        ("18 channels", "has 18 channels"),
+        ("garbage tiff", "cannot be read as a TIFF"),
+        ("marker name", "unexpected ['aSMA']"),
+        ("20 markers", "got 20 names"),
+        ("no CD3e", "['CD3e']"),
+        ("no Y_centroid", "['Y_centroid']"),
+        ("outside", "outside the 512x512 image"),
+        ("text", "non-numeric"),
+    ],
+)
 def test_bad_inputs_raise_build_error_naming_the_file(raw: dict, tmp_path: Path, what: str, says: str) -> None:
     files, culprit = _broken(raw, tmp_path, what)
     with pytest.raises(BuildError) as info:
@@ -407,9 +449,13 @@ def test_missing_pair_member_and_bad_params(raw: dict, tmp_path: Path) -> None:
     files = [p for p in subset(raw, ["CRC01"]) if not p.name.endswith(".csv") or p.name == "markers.csv"]
     with pytest.raises(BuildError, match=names_of("CRC01")["cells"]):
         build_data(spec(["CRC01"]), tmp_path / "a", files)
-    for params, says in (({"gates": {"CD99": 3.0}}, "CD99"), ({"gates": {"CD45": "median"}}, "CD45"),
-                         ({"edge": "wrap"}, "edge"), ({"split_by": "slide"}, "split_by='slide'"),
-                         ({"crop": 32}, "unknown params")):
+    for params, says in (
+        ({"gates": {"CD99": 3.0}}, "CD99"),
+        ({"gates": {"CD45": "median"}}, "CD45"),
+        ({"edge": "wrap"}, "edge"),
+        ({"split_by": "slide"}, "split_by='slide'"),
+        ({"crop": 32}, "unknown params"),
+    ):
         with pytest.raises(ValueError, match=says):
             build_data(spec(["CRC01"], params), tmp_path / "b", subset(raw, ["CRC01"]))
 
@@ -420,7 +466,7 @@ def test_truncated_tile_data_names_the_image(raw: dict, tmp_path: Path) -> None:
     with tifffile.TiffFile(raw["files"][name]) as tif:
         page = tif.series[0].pages[0]
         start = page.dataoffsets[5]
-        data[start:start + page.databytecounts[5]] = b"\x00" * page.databytecounts[5]  # zlib cannot decode this
+        data[start : start + page.databytecounts[5]] = b"\x00" * page.databytecounts[5]  # zlib cannot decode this
     files = {p.name: p for p in subset(raw, ["CRC01"])}
     (tmp_path / name).write_bytes(bytes(data))
     files[name] = tmp_path / name

@@ -19,11 +19,11 @@ from rasterio.transform import Affine
 
 from splicer.data import download, sources
 from splicer.data.build import build_data
-from splicer.data.vocab import HYPERSPECTRAL_BANDS
 from splicer.data.download import ChecksumError, fetch
 from splicer.data.format import load_dataset
 from splicer.data.real.common import BuildError
 from splicer.data.real.sentinel2 import EUROSAT_BANDS, EUROSAT_CLASSES, MMEARTH_BANDS
+from splicer.data.vocab import HYPERSPECTRAL_BANDS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,8 +31,17 @@ BASE = "ds/images/remote_sensing/otherDatasets/sentinel_2/tif"  # torchgeo EuroS
 CLASSES = ["AnnualCrop", "Forest", "SeaLake"]
 PX = 8
 LISTS = {  # upstream lists name the RGB JPEGs; order deliberately not sorted
-    "train": ["Forest_2", "AnnualCrop_1", "SeaLake_3", "AnnualCrop_2", "Forest_1", "SeaLake_1", "AnnualCrop_3",
-              "Forest_3", "SeaLake_2"],
+    "train": [
+        "Forest_2",
+        "AnnualCrop_1",
+        "SeaLake_3",
+        "AnnualCrop_2",
+        "Forest_1",
+        "SeaLake_1",
+        "AnnualCrop_3",
+        "Forest_3",
+        "SeaLake_2",
+    ],
     "val": ["SeaLake_4", "AnnualCrop_4", "Forest_4"],
     "test": ["Forest_5", "AnnualCrop_5", "SeaLake_5"],
 }
@@ -59,9 +68,16 @@ def geotiff(stem: str, count: int = 13) -> bytes:
     arr = np.stack([np.full((PX, PX), stored_value(stem, b), np.uint16) for b in range(count)])
     if stem == HOT[0]:
         arr[HOT[1], 0, 0] = 12000
-    profile = {"driver": "GTiff", "dtype": "uint16", "count": count, "height": PX, "width": PX,
-               "crs": "EPSG:32635", "transform": Affine(10.0, 0.0, 624602.2, 0.0, -10.0, 4877286.0),
-               "compress": "lzw"}
+    profile = {
+        "driver": "GTiff",
+        "dtype": "uint16",
+        "count": count,
+        "height": PX,
+        "width": PX,
+        "crs": "EPSG:32635",
+        "transform": Affine(10.0, 0.0, 624602.2, 0.0, -10.0, 4877286.0),
+        "compress": "lzw",
+    }
     with MemoryFile() as mem:
         with mem.open(**profile) as dst:
             dst.write(arr)
@@ -128,13 +144,23 @@ def mmearth_files(root: Path, bands: int = 13, drop: str | None = None, meta_fie
             meta = np.array([(i.encode(),) for i in ids], np.dtype([("tile_id", "S100")]))
         f.create_dataset("metadata", data=meta, compression="gzip", chunks=(1,))
     files = {h5.name: h5}
-    stats = {key: {s: [float(b) for b in range(13)] for s in ("mean", "std", "min", "max")}
-             for key in ("sentinel2", "sentinel2_l1c", "sentinel2_l2a")}
+    stats = {
+        key: {s: [float(b) for b in range(13)] for s in ("mean", "std", "min", "max")}
+        for key in ("sentinel2", "sentinel2_l1c", "sentinel2_l2a")
+    }
     stats["aster"] = {s: [0.0, 1.0] for s in ("mean", "std", "min", "max")}
     l2a = [*MMEARTH_BANDS[:10], "B11", "B12", "SCL", "MSK_CLDPRB", "QA60"]  # L2A: B1 ... B9 (no B10), B11, B12
-    info = {i: {"S2_DATE": "2018-07-16", "S2_type": s2_type(t), "CRS": "EPSG:32721", "lat": -14.5, "lon": -56.9,
-                "BANDS": {"sentinel2": l2a if s2_type(t) == "l2a" else [*MMEARTH_BANDS, "QA60"]}}
-            for t, i in enumerate(ids)}
+    info = {
+        i: {
+            "S2_DATE": "2018-07-16",
+            "S2_type": s2_type(t),
+            "CRS": "EPSG:32721",
+            "lat": -14.5,
+            "lon": -56.9,
+            "BANDS": {"sentinel2": l2a if s2_type(t) == "l2a" else [*MMEARTH_BANDS, "QA60"]},
+        }
+        for t, i in enumerate(ids)
+    }
     for suffix, obj in (("splits", MM_SPLITS), ("band_stats", stats), ("tile_info", info)):
         path = root / f"data_100k_v001_{suffix}.json"
         path.write_text(json.dumps(obj))
@@ -145,8 +171,10 @@ def mmearth_files(root: Path, bands: int = 13, drop: str | None = None, meta_fie
 def fetch_kind(server: Server, kind: str, files: dict[str, Path], dest: Path) -> list[Path]:
     serve_files(server, files)
     digests = {name: "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for name, p in files.items()}
-    return [fetch(a, dest, backoff=0.0, timeout=5) for a in sources.archives(kind, mirror=server.url("/"),
-                                                                             checksums=digests)]
+    return [
+        fetch(a, dest, backoff=0.0, timeout=5)
+        for a in sources.archives(kind, mirror=server.url("/"), checksums=digests)
+    ]
 
 
 def built(folder: Path) -> list[str]:
@@ -193,14 +221,19 @@ def test_eurosat_downloaded_and_built_with_b8a_moved_and_fixed_splits(server: Se
     assert info["clipped_fraction"]["B02"] == pytest.approx(1 / (15 * PX * PX))
     assert info["clipped_fraction"]["B03"] == 0.0
     assert rgb.meta["info"]["channel_order"] == "R,G,B" and set(rgb.meta["info"]["clipped_fraction"]) == set(
-        ["B04", "B03", "B02"])
+        ["B04", "B03", "B02"]
+    )
 
 
 def test_eurosat_caps_are_nested_and_honoured(tmp_path: Path) -> None:
     files = eurosat_files(tmp_path / "raw")
     out = tmp_path / "data"
-    spec = {"kind": "eurosat", "caps": {"*": 2, "rgb/train": 1, "bands13/test": 3}, "seed": 4,
-            "params": {"dn_scale": 20000}}
+    spec = {
+        "kind": "eurosat",
+        "caps": {"*": 2, "rgb/train": 1, "bands13/test": 3},
+        "seed": 4,
+        "params": {"dn_scale": 20000},
+    }
     build_data(spec, out, list(files.values()))
     b13, rgb = load_dataset(out / "bands13"), load_dataset(out / "rgb")
     assert [b13.select(s).n for s in ("train", "val", "test")] == [2, 2, 3]
@@ -224,8 +257,10 @@ def test_eurosat_caps_are_nested_and_honoured(tmp_path: Path) -> None:
     ],
 )
 def test_eurosat_bad_inputs_name_the_file_and_build_nothing(tmp_path: Path, fault: str, where: str) -> None:
-    replace = {"bands": {"Forest_1": geotiff("Forest_1", count=12)},
-               "garbage": {"SeaLake_4": b"II*\x00 this is not a tiff" * 10}}.get(fault)
+    replace = {
+        "bands": {"Forest_1": geotiff("Forest_1", count=12)},
+        "garbage": {"SeaLake_4": b"II*\x00 this is not a tiff" * 10},
+    }.get(fault)
     files = eurosat_files(tmp_path / "raw", replace=replace)
     if fault == "missing":
         files["eurosat-test.txt"].write_text("Forest_5.jpg\nRiver_9.jpg\n")
@@ -235,8 +270,9 @@ def test_eurosat_bad_inputs_name_the_file_and_build_nothing(tmp_path: Path, faul
     with pytest.raises(BuildError) as info:
         build_data({"kind": "eurosat"}, out, list(files.values()))
     assert where in str(info.value)
-    assert {"bands": "12 bands", "garbage": "not a readable GeoTIFF", "missing": "river_9",
-            "twice": "annualcrop_1"}[fault] in str(info.value)
+    assert {"bands": "12 bands", "garbage": "not a readable GeoTIFF", "missing": "river_9", "twice": "annualcrop_1"}[
+        fault
+    ] in str(info.value)
     assert built(out) == []  # no dataset, no temp directory, no manifest
 
 
@@ -245,8 +281,11 @@ def test_corrupted_archive_is_rejected_by_fetch_and_nothing_is_built(server: Ser
     serve_files(server, files)
     server.routes["/EuroSATallBands.zip"] = Route(files["EuroSATallBands.zip"].read_bytes(), corrupt=True)
     digests = {n: "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for n, p in files.items()}
-    (archive,) = [a for a in sources.archives("eurosat", mirror=server.url("/"), checksums=digests)
-                  if a.name == "EuroSATallBands.zip"]
+    (archive,) = [
+        a
+        for a in sources.archives("eurosat", mirror=server.url("/"), checksums=digests)
+        if a.name == "EuroSATallBands.zip"
+    ]
     with pytest.raises(ChecksumError):
         fetch(archive, tmp_path / "resources", backoff=0.0, timeout=5)
     assert built(tmp_path / "resources") == []
@@ -254,8 +293,11 @@ def test_corrupted_archive_is_rejected_by_fetch_and_nothing_is_built(server: Ser
     serve_files(server, mm)
     server.routes["/data_100k_v001.h5"].corrupt = True
     digests = {n: "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for n, p in mm.items()}
-    (archive,) = [a for a in sources.archives("mmearth", mirror=server.url("/"), checksums=digests)
-                  if a.name == "data_100k_v001.h5"]
+    (archive,) = [
+        a
+        for a in sources.archives("mmearth", mirror=server.url("/"), checksums=digests)
+        if a.name == "data_100k_v001.h5"
+    ]
     with pytest.raises(ChecksumError):
         fetch(archive, tmp_path / "resources", backoff=0.0, timeout=5)
     assert built(tmp_path / "resources") == []
@@ -314,11 +356,22 @@ def test_mmearth_grid_resize_types_splits_caps_and_tile_info(tmp_path: Path) -> 
         (t, q), full = divmod(row, 4), None
         full = out_bands(tile_values(tiles[t]))
         y, x = (q // 2) * 8, (q % 2) * 8  # patches row-major within the tile
-        np.testing.assert_array_equal(grid.images[row], expected_u16(full[:, y:y + 8, x:x + 8]))
+        np.testing.assert_array_equal(grid.images[row], expected_u16(full[:, y : y + 8, x : x + 8]))
         assert len(np.unique(np.asarray(grid.images[row, 0]))) == 1  # each patch is one quadrant
 
-    build_data({"kind": "mmearth", "params": {"patch_size": 8, "patch_mode": "resize", "s2_types": ["l1c"],
-                                              "splits": ["train", "val", "test"]}}, tmp_path / "r", paths)
+    build_data(
+        {
+            "kind": "mmearth",
+            "params": {
+                "patch_size": 8,
+                "patch_mode": "resize",
+                "s2_types": ["l1c"],
+                "splits": ["train", "val", "test"],
+            },
+        },
+        tmp_path / "r",
+        paths,
+    )
     res = load_dataset(tmp_path / "r" / "pretrain")
     l1c = [t for t in range(N_TILES) if s2_type(t) == "l1c"]
     assert res.n == len(l1c) and res.images.shape[2:] == (8, 8)
@@ -332,8 +385,9 @@ def test_mmearth_grid_resize_types_splits_caps_and_tile_info(tmp_path: Path) -> 
     assert load_dataset(capped / "pretrain").n == 3
 
     old = mmearth_files(tmp_path / "old", meta_fields=1)  # metadata without S2_type: tile_info tells
-    build_data({"kind": "mmearth", "params": {"patch_size": 8, "s2_types": ["l2a"]}}, tmp_path / "o",
-               list(old.values()))
+    build_data(
+        {"kind": "mmearth", "params": {"patch_size": 8, "s2_types": ["l2a"]}}, tmp_path / "o", list(old.values())
+    )
     assert load_dataset(tmp_path / "o" / "pretrain").n == sum(s2_type(t) == "l2a" for t in MM_SPLITS["train"])
 
 
@@ -348,10 +402,12 @@ def test_mmearth_grid_resize_types_splits_caps_and_tile_info(tmp_path: Path) -> 
         ("big_patch", "data_100k_v001.h5", "smaller than patch_size"),
     ],
 )
-def test_mmearth_bad_inputs_name_the_file_and_build_nothing(tmp_path: Path, fault: str, file: str,
-                                                            message: str) -> None:
-    files = mmearth_files(tmp_path / "raw", bands=12 if fault == "bands" else 13,
-                          drop="sentinel2" if fault == "no_s2" else None)
+def test_mmearth_bad_inputs_name_the_file_and_build_nothing(
+    tmp_path: Path, fault: str, file: str, message: str
+) -> None:
+    files = mmearth_files(
+        tmp_path / "raw", bands=12 if fault == "bands" else 13, drop="sentinel2" if fault == "no_s2" else None
+    )
     if fault == "not_h5":
         files["data_100k_v001.h5"].write_bytes(b"not hdf5" * 100)
     if fault == "index":
@@ -366,8 +422,17 @@ def test_mmearth_bad_inputs_name_the_file_and_build_nothing(tmp_path: Path, faul
     assert built(out) == []
 
 
-@pytest.mark.parametrize("params", [{"patch_mode": "random"}, {"s2_types": ["l1b"]}, {"splits": []},
-                                    {"patch_size": 0}, {"chunk_rows": 1.5}, {"tile": 3}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"patch_mode": "random"},
+        {"s2_types": ["l1b"]},
+        {"splits": []},
+        {"patch_size": 0},
+        {"chunk_rows": 1.5},
+        {"tile": 3},
+    ],
+)
 def test_mmearth_rejects_bad_params(tmp_path: Path, params: dict) -> None:
     files = list(mmearth_files(tmp_path / "raw").values())
     with pytest.raises(ValueError, match="params"):

@@ -73,8 +73,11 @@ def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int) -> torch.Tensor
 
 
 # right lung on the image's left, as in a radiograph; published order: right lung 44, left lung 50, heart 26
-POLYGONS = {"right_lung": (0.3, 0.45, 0.13, 0.3, 44), "left_lung": (0.7, 0.45, 0.13, 0.3, 50),
-            "heart": (0.55, 0.7, 0.1, 0.08, 26)}
+POLYGONS = {
+    "right_lung": (0.3, 0.45, 0.13, 0.3, 44),
+    "left_lung": (0.7, 0.45, 0.13, 0.3, 50),
+    "heart": (0.55, 0.7, 0.1, 0.08, 26),
+}
 
 
 class LandmarkStandIn(torch.nn.Module):
@@ -105,7 +108,7 @@ def _expected_polygon(name: str, h: int, w: int, supersample: int = 1) -> np.nda
     m[rr, cc] = True
     m = m.reshape(side, supersample, side, supersample).mean(axis=(1, 3)) >= 0.5
     top, left = (side - h) // 2, (side - w) // 2
-    return m[top:top + h, left:left + w]
+    return m[top : top + h, left : left + w]
 
 
 @pytest.fixture(scope="module")
@@ -201,23 +204,25 @@ def test_cache_reuse_and_invalidation(histology, tmp_path):
     cache = tmp_path / "cache"
     spec = {"segmenter": "hovernet", "options": {"batch_size": 5}}
     model = CountingNucleusModel()
-    first = segment_manifest(src / "manifest.json", tmp_path / "a" / "manifest.json", spec, cache_dir=cache,
-                             model=model)
+    first = segment_manifest(
+        src / "manifest.json", tmp_path / "a" / "manifest.json", spec, cache_dir=cache, model=model
+    )
     calls = len(model.batches)
     assert calls > 0
     masks = np.load(tmp_path / "a" / "eval" / "masks.npy")
     # rerun: every chunk from the cache, not one call; same masks and records
-    again = segment_manifest(src / "manifest.json", tmp_path / "b" / "manifest.json", spec, cache_dir=cache,
-                             model=model)
+    again = segment_manifest(
+        src / "manifest.json", tmp_path / "b" / "manifest.json", spec, cache_dir=cache, model=model
+    )
     assert len(model.batches) == calls
     assert (np.load(tmp_path / "b" / "eval" / "masks.npy") == masks).all()
     assert again["segmentation"]["eval"]["coverage"] == first["segmentation"]["eval"]["coverage"]
     # runtime options (batch size, device) share the cache; options that change masks, or other weights, do not
-    segment_dataset(histology["eval"], tmp_path / "c", {**spec, "options": {"batch_size": 3}}, cache_dir=cache,
-                    model=model)
+    segment_dataset(
+        histology["eval"], tmp_path / "c", {**spec, "options": {"batch_size": 3}}, cache_dir=cache, model=model
+    )
     assert len(model.batches) == calls
-    segment_dataset(histology["eval"], tmp_path / "d", {**spec, "options": {"mpp": 0.25}}, cache_dir=cache,
-                    model=model)
+    segment_dataset(histology["eval"], tmp_path / "d", {**spec, "options": {"mpp": 0.25}}, cache_dir=cache, model=model)
     assert len(model.batches) > calls
     calls = len(model.batches)
     segment_dataset(histology["eval"], tmp_path / "e", spec, cache_dir=cache, model=CountingNucleusModel(threshold=90))
@@ -251,8 +256,9 @@ def test_hovernet_unavailable_error_and_fallback(histology, no_tiatoolbox, tmp_p
     with pytest.raises(SegmenterUnavailable, match=r"torch\.export file, so they need TIAToolbox"):
         segment_dataset(histology["eval"], tmp_path / "x", {"segmenter": "hovernet", "weights": str(not_ts)})
     with caplog.at_level(logging.WARNING, logger="splicer.segment"):
-        rec = segment_dataset(histology["eval"], tmp_path / "fb", {"segmenter": "hovernet",
-                                                                   "fallback": "classical_nuclei"})
+        rec = segment_dataset(
+            histology["eval"], tmp_path / "fb", {"segmenter": "hovernet", "fallback": "classical_nuclei"}
+        )
     assert rec["segmenter"] == "classical_nuclei" and rec["requested"] == "hovernet"
     assert "tiatoolbox" in rec["fallback_reason"] and "falling back to segmenter 'classical_nuclei'" in caplog.text
     saved = json.loads((tmp_path / "fb" / "segmentation.json").read_text())
@@ -281,8 +287,11 @@ def test_real_hovernet_if_available():
 
 # =================================================================================================== HybridGNet
 def test_landmarks_rasterised_and_resized_back(xray, landmark_ts, tmp_path):
-    spec = {"segmenter": "hybridgnet", "weights": str(landmark_ts),
-            "options": {"masks": ["lungs", "right_lung", "left_lung", "heart"], "batch_size": 3}}
+    spec = {
+        "segmenter": "hybridgnet",
+        "weights": str(landmark_ts),
+        "options": {"masks": ["lungs", "right_lung", "left_lung", "heart"], "batch_size": 3},
+    }
     rec = segment_dataset(xray["pneumonia"], tmp_path / "seg", spec)
     assert rec["segmenter"] == "hybridgnet" and rec["model"]["source"] == "torchscript"
     assert rec["mask_names"] == ["lungs", "right_lung", "left_lung", "heart"]
@@ -294,7 +303,7 @@ def test_landmarks_rasterised_and_resized_back(xray, landmark_ts, tmp_path):
         assert (masks[:, k] == _expected_polygon(name, h, w, supersample=1024 // h)).all(), name
         assert dice(masks[:, k], np.broadcast_to(_expected_polygon(name, h, w), masks[:, k].shape)) > 0.85, name
     assert (masks[:, 0] == (masks[:, 1] | masks[:, 2])).all()  # lungs = both lungs, heart not included
-    assert masks[:, 1, :, : w // 2].sum() > 10 * masks[:, 1, :, w // 2:].sum()  # right lung on the image's left
+    assert masks[:, 1, :, : w // 2].sum() > 10 * masks[:, 1, :, w // 2 :].sum()  # right lung on the image's left
     assert set(rec["dice_vs_stored_masks"]) == {"lungs"}  # against the demo's true lungs (stand-in: low)
 
 
@@ -329,25 +338,38 @@ def test_landmarks_non_square_padding(landmark_ts):
 def test_state_dict_loader_matches_torchscript(xray, landmark_ts, tmp_path):
     state = tmp_path / "bestMSE.pt"
     torch.save(LandmarkStandIn().state_dict(), state)
-    rec = segment_dataset(xray["pneumonia"], tmp_path / "sd", {
-        "segmenter": "hybridgnet", "weights": str(state),
-        "options": {"loader": "test_segment_pretrained:make_landmark_standin", "input_size": 256}})
+    rec = segment_dataset(
+        xray["pneumonia"],
+        tmp_path / "sd",
+        {
+            "segmenter": "hybridgnet",
+            "weights": str(state),
+            "options": {"loader": "test_segment_pretrained:make_landmark_standin", "input_size": 256},
+        },
+    )
     assert rec["model"]["source"] == "state_dict" and rec["mask_names"] == ["lungs"]
-    segment_dataset(xray["pneumonia"], tmp_path / "ts", {"segmenter": "hybridgnet", "weights": str(landmark_ts),
-                                                         "options": {"input_size": 256}})
+    segment_dataset(
+        xray["pneumonia"],
+        tmp_path / "ts",
+        {"segmenter": "hybridgnet", "weights": str(landmark_ts), "options": {"input_size": 256}},
+    )
     assert (np.load(tmp_path / "sd" / "masks.npy") == np.load(tmp_path / "ts" / "masks.npy")).all()
     with pytest.raises(SegmenterUnavailable, match=r"\(\.pt2\) file; for a state dict set"):
         segment_dataset(xray["pneumonia"], tmp_path / "x", {"segmenter": "hybridgnet", "weights": str(state)})
     with pytest.raises(SegmenterUnavailable, match="cannot be imported"):
-        segment_dataset(xray["pneumonia"], tmp_path / "x", {"segmenter": "hybridgnet", "weights": str(state),
-                                                            "options": {"loader": "no_such_module:build"}})
+        segment_dataset(
+            xray["pneumonia"],
+            tmp_path / "x",
+            {"segmenter": "hybridgnet", "weights": str(state), "options": {"loader": "no_such_module:build"}},
+        )
 
 
 def test_hybridgnet_without_weights(xray, tmp_path):
     with pytest.raises(SegmenterUnavailable, match=r"needs weights.*bestMSE\.pt.*fallback: classical_lungs"):
         segment_dataset(xray["pneumonia"], tmp_path / "x", "hybridgnet")
-    rec = segment_dataset(xray["pneumonia"], tmp_path / "fb", {"segmenter": "hybridgnet",
-                                                               "fallback": "classical_lungs"})
+    rec = segment_dataset(
+        xray["pneumonia"], tmp_path / "fb", {"segmenter": "hybridgnet", "fallback": "classical_lungs"}
+    )
     assert rec["segmenter"] == "classical_lungs" and rec["requested"] == "hybridgnet"
     assert (np.load(tmp_path / "fb" / "masks.npy") == classical_lungs(load_dataset(xray["pneumonia"]))[0]).all()
 
@@ -402,12 +424,15 @@ def test_hovernet_torch_export_weights(histology, darknet_ts, tmp_path):
     program = torch.export.export(DarkNet().eval(), (torch.rand(2, 3, 32, 32),), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(tmp_path / "darknet.pt2"))
     options = {"patch_input": 32, "patch_batch": 7}
-    rec = segment_dataset(histology["eval"], tmp_path / "a", {"segmenter": "hovernet",
-                                                              "weights": str(tmp_path / "darknet.pt2"),
-                                                              "options": options})
+    rec = segment_dataset(
+        histology["eval"],
+        tmp_path / "a",
+        {"segmenter": "hovernet", "weights": str(tmp_path / "darknet.pt2"), "options": options},
+    )
     assert rec["model"]["source"] == "torch.export"
-    segment_dataset(histology["eval"], tmp_path / "b", {"segmenter": "hovernet", "weights": str(darknet_ts),
-                                                         "options": options})
+    segment_dataset(
+        histology["eval"], tmp_path / "b", {"segmenter": "hovernet", "weights": str(darknet_ts), "options": options}
+    )
     assert (np.load(tmp_path / "a" / "masks.npy") == np.load(tmp_path / "b" / "masks.npy")).all()
 
 

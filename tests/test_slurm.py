@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SLURM_CI = ROOT / ".ci" / "slurm"
 CONFIGS = [str(ROOT / "config" / n) for n in ("config.yaml", "test.yaml", "slurm_test.yaml")]
 RES = "results/slurm_test"
-EXPERIMENT = "mnist_cifar_texture_only"
+EXPERIMENT = "mnist_cifar_cifar_only"
 RUN = f"{RES}/runs/{EXPERIMENT}/baseline/none/vicreg/seed0"
 PRETRAIN_LOG = f"{RES}/logs/runs/{EXPERIMENT}/baseline/none/vicreg/seed0/pretrain.log"
 DATA = f"{RES}/data/mnist_cifar"
@@ -62,21 +62,40 @@ def slurm_cluster(tmp_path_factory):
         _skip_or_fail(reason)
     state = tmp_path_factory.mktemp("slurm-state")
     try:
-        up = subprocess.run(["bash", str(SLURM_CI / "setup.sh"), str(state)], capture_output=True, text=True,
-                            timeout=120, check=False)
+        up = subprocess.run(
+            ["bash", str(SLURM_CI / "setup.sh"), str(state)], capture_output=True, text=True, timeout=120, check=False
+        )
         if up.returncode != 0:
             _skip_or_fail(f"cannot start the SLURM test cluster: {(up.stdout + up.stderr).strip()[-1500:]}")
         yield state
     finally:
-        down = subprocess.run(["bash", str(SLURM_CI / "teardown.sh"), str(state)], capture_output=True, text=True,
-                              timeout=120, check=False)
+        down = subprocess.run(
+            ["bash", str(SLURM_CI / "teardown.sh"), str(state)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         print(down.stdout + down.stderr)
 
 
 def snakemake_args(*args: str, workdir: Path, overlays: tuple[str, ...] = ()) -> list[str]:
     """The profile run: targets and overrides first, ``--configfile`` (which takes several files) last."""
-    return [sys.executable, "-m", "snakemake", "--profile", "slurm", *args, "-d", str(workdir),
-            "--slurm-init-seconds-before-status-checks", "3", "--configfile", *CONFIGS, *overlays]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        "slurm",
+        *args,
+        "-d",
+        str(workdir),
+        "--slurm-init-seconds-before-status-checks",
+        "3",
+        "--configfile",
+        *CONFIGS,
+        *overlays,
+    ]
 
 
 def env() -> dict[str, str]:
@@ -85,8 +104,15 @@ def env() -> dict[str, str]:
 
 
 def run_profile(*args: str, workdir: Path, overlays: tuple[str, ...] = (), timeout: int = 400):
-    return subprocess.run(snakemake_args(*args, workdir=workdir, overlays=overlays), cwd=ROOT, env=env(),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        snakemake_args(*args, workdir=workdir, overlays=overlays),
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def submissions(output: str) -> list[tuple[str, str, str]]:
@@ -168,8 +194,13 @@ def test_preempted_training_resumes_in_the_resubmitted_job_with_identical_weight
     run_dir = workdir / RUN
     t0 = time.monotonic()
     with open(log, "w") as out:
-        proc = subprocess.Popen(snakemake_args(f"{RUN}/encoder.pt", workdir=workdir, overlays=(str(overlay),)),
-                                cwd=ROOT, env=env(), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            snakemake_args(f"{RUN}/encoder.pt", workdir=workdir, overlays=(str(overlay),)),
+            cwd=ROOT,
+            env=env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         # the first periodic checkpoint: the trainer is running, with its signal handler installed
         _wait_for(lambda: (run_dir / "checkpoint.pt").exists(), 240, proc, "the first checkpoint", log)
@@ -190,8 +221,9 @@ def test_preempted_training_resumes_in_the_resubmitted_job_with_identical_weight
     assert rc == 0, output[-6000:]
     seconds = time.monotonic() - t0
 
-    step = int(re.search(rf"signal {int(signal.SIGUSR1)} received: checkpoint written at step (\d+)",
-                         first_attempt).group(1))
+    step = int(
+        re.search(rf"signal {int(signal.SIGUSR1)} received: checkpoint written at step (\d+)", first_attempt).group(1)
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0 < step < 600 and metrics["resumed_from_step"] == step and metrics["steps"] == 600, (step, metrics)
     assert f"resuming from {RUN}/checkpoint.pt at step {step} of 600" in (workdir / PRETRAIN_LOG).read_text()
@@ -205,10 +237,24 @@ def test_preempted_training_resumes_in_the_resubmitted_job_with_identical_weight
 
     # the same run, uninterrupted, on this host: bit-identical weights
     reference = tmp_path / "reference"
-    subprocess.run([sys.executable, "-m", "splicer.cli", "pretrain", "--config", str(run_dir / "run.yaml"),
-                    "--data", str(workdir / DATA / "pretrain_cifar_only"), "--out", str(reference)],
-                   env={**env(), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}, check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "splicer.cli",
+            "pretrain",
+            "--config",
+            str(run_dir / "run.yaml"),
+            "--data",
+            str(workdir / DATA / "pretrain_cifar_only"),
+            "--out",
+            str(reference),
+        ],
+        env={**env(), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     resumed = torch.load(run_dir / "encoder.pt", weights_only=True)["encoder_state"]
     straight = torch.load(reference / "encoder.pt", weights_only=True)["encoder_state"]
     assert resumed.keys() == straight.keys()
@@ -229,7 +275,7 @@ def test_failing_job_exits_nonzero_naming_its_log(tiny_run, tmp_path):
     run = run_profile(f"{RUN}/encoder.pt", "--retries", "0", workdir=workdir, timeout=240)
     output = run.stdout + run.stderr
     assert run.returncode != 0, output[-4000:]
-    (job_id, rule, slurm_log), = submissions(output)
+    ((job_id, rule, slurm_log),) = submissions(output)
     assert rule == "pretrain" and show_job(job_id)["JobState"] == "FAILED"
     assert "Error in rule pretrain" in output
     assert PRETRAIN_LOG in output and slurm_log in output  # the rule's log and the SLURM job's log, named

@@ -59,8 +59,16 @@ def _images(dtype=np.uint8) -> np.ndarray:
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = {"epochs": 3, "batch_size": 8, "lr": 1e-2, "warmup_epochs": 1, "checkpoint_every": 4,
-            "log_every": 1, "device": "cpu", "progress": False}
+    base = {
+        "epochs": 3,
+        "batch_size": 8,
+        "lr": 1e-2,
+        "warmup_epochs": 1,
+        "checkpoint_every": 4,
+        "log_every": 1,
+        "device": "cpu",
+        "progress": False,
+    }
     return TrainConfig(**{**base, **kw})
 
 
@@ -181,13 +189,13 @@ def test_checkpoints_metrics_and_encoder_written(tmp_path):
 
     masks = (np.random.default_rng(1).random((N, 3, S, S)) > 0.5).astype(np.uint8)
     model = ToyModel(expect_masks=3)
-    summary = train(model, _images(np.uint16), _cfg(checkpoint_every=4, log_every=2), tmp_path,
-                    masks=masks, hooks=record)
+    summary = train(
+        model, _images(np.uint16), _cfg(checkpoint_every=4, log_every=2), tmp_path, masks=masks, hooks=record
+    )
     assert sorted(set(seen)) == [4, 8, 12]
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 15
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics) == {"steps", "epochs", "final_loss", "images_per_s", "wall_s", "device",
-                            "resumed_from_step"}
+    assert set(metrics) == {"steps", "epochs", "final_loss", "images_per_s", "wall_s", "device", "resumed_from_step"}
     assert metrics == summary
     assert metrics["steps"] == 15 and metrics["epochs"] == 3 and metrics["device"] == "cpu"
     assert np.isfinite(metrics["final_loss"]) and metrics["images_per_s"] > 0
@@ -197,8 +205,9 @@ def test_checkpoints_metrics_and_encoder_written(tmp_path):
     encoder = load_encoder(tmp_path / "encoder.pt")
     _assert_same_weights(encoder, model.primary_encoder)
     # Calling again on a finished run resumes at the end and changes nothing.
-    again = train(ToyModel(expect_masks=3), _images(np.uint16), _cfg(checkpoint_every=4, log_every=2),
-                  tmp_path, masks=masks)
+    again = train(
+        ToyModel(expect_masks=3), _images(np.uint16), _cfg(checkpoint_every=4, log_every=2), tmp_path, masks=masks
+    )
     assert again["steps"] == 15 and again["final_loss"] == summary["final_loss"]
 
 

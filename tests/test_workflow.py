@@ -59,7 +59,7 @@ def test_tiny_config_runs_end_to_end(tmp_path):
     assert spectra.groupby(["method", "pairing", "seed"]).value.max().tolist() == pytest.approx([1.0] * 8)
     ceilings = pd.read_csv(res / "tables" / "mnist_cifar" / "ceilings.csv")
     assert set(ceilings.kind) == {"ssl_complex_only", "supervised_complex_only"}
-    corr = pd.read_csv(res / "tables" / "multiplex" / "correlations.csv")
+    corr = pd.read_csv(res / "tables" / "orion" / "correlations.csv")
     assert "mean_abs_correlation" in set(corr.metric)
     scorecard = pd.read_csv(res / "figures" / "scorecard.csv")
     assert scorecard["data"].str.contains("demo").all() and scorecard.paper_value.notna().all()
@@ -71,19 +71,42 @@ def test_tiny_config_runs_end_to_end(tmp_path):
     # a second invocation has nothing to do
     again = snakemake("-n", "--cores", "2", "-d", str(tmp_path), *configs("config.yaml", "test.yaml"), cwd=ROOT)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # the HTML report bundles every figure with its caption (a broken caption fails here)
+    report = tmp_path / "report.html"
+    made = snakemake("--report", str(report), "-d", str(tmp_path), *configs("config.yaml", "test.yaml"), cwd=ROOT)
+    assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
+    assert report.stat().st_size > 100_000
 
 
 def test_paper_dry_run_lists_every_stage_for_every_dataset(tmp_path):
     run = snakemake("all", "-n", "-d", str(tmp_path), *configs("paper.yaml"), cwd=ROOT, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     counts = jobs(run.stdout)
-    for rule in ("download", "build_data", "segment", "run_config", "pretrain", "evaluate", "supervised", "tables",
-                 *FIGURES, "all"):
+    for rule in (
+        "download",
+        "build_data",
+        "segment",
+        "run_config",
+        "pretrain",
+        "evaluate",
+        "supervised",
+        "tables",
+        *FIGURES,
+        "all",
+    ):
         assert counts.get(rule, 0) > 0, f"{rule} missing from the paper DAG: {counts}"
     assert counts["build_data"] == 8  # MNIST-CIFAR, Orion-CRC, EuroSAT, MMEarth, NCT-CRC, Camelyon17, Chest/Pneumonia
     assert counts["pretrain"] == counts["evaluate"] and counts["pretrain"] >= 150
-    for kind in ("mnist_cifar", "eurosat", "mmearth", "nct_crc", "camelyon17", "chestmnist", "pneumoniamnist",
-                 "orion_crc"):
+    for kind in (
+        "mnist_cifar",
+        "eurosat",
+        "mmearth",
+        "nct_crc",
+        "camelyon17",
+        "chestmnist",
+        "pneumoniamnist",
+        "orion_crc",
+    ):
         assert f"resources/{kind}/" in run.stdout, kind
 
 
@@ -92,7 +115,7 @@ def test_one_figure_runs_only_what_it_needs(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     counts = jobs(run.stdout)
     assert counts["build_data"] == 1 and "segment" not in counts and "fig3b" not in counts
-    assert "results/test/runs/multiplex" not in run.stdout
+    assert "results/test/runs/orion" not in run.stdout
     assert counts["pretrain"] == 4 * 2 + 2  # mnist_cifar runs x seeds + the texture-only ceiling runs
 
 
@@ -113,8 +136,17 @@ def test_lint_is_clean():
 def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, override, message):
     bad = tmp_path / "bad.yaml"
     bad.write_text(override)
-    run = snakemake("--cores", "1", "-d", str(tmp_path), "--configfile", str(ROOT / "config" / "config.yaml"),
-                    str(bad), cwd=ROOT, timeout=300)
+    run = snakemake(
+        "--cores",
+        "1",
+        "-d",
+        str(tmp_path),
+        "--configfile",
+        str(ROOT / "config" / "config.yaml"),
+        str(bad),
+        cwd=ROOT,
+        timeout=300,
+    )
     assert run.returncode != 0
     assert message in run.stdout + run.stderr
     assert not (tmp_path / "results").exists()

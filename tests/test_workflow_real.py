@@ -20,11 +20,17 @@ from test_workflow import ROOT, snakemake
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 RUN_DEFAULTS = {
-    "model": {"encoder": {"arch": "resnet", "base_width": 4, "blocks": [1]}, "projector_hidden": [32],
-              "embed_dim": 64},
+    "model": {"encoder": {"arch": "resnet", "base_width": 4, "blocks": [1]}, "projector_hidden": [32], "embed_dim": 64},
     "augment": {"crop_scale": [0.6, 1.0], "p_hflip": 0.0},
-    "train": {"epochs": 1, "batch_size": 32, "optimizer": "adamw", "lr": 0.002, "warmup_epochs": 0,
-              "checkpoint_every": 100, "progress": False},
+    "train": {
+        "epochs": 1,
+        "batch_size": 32,
+        "optimizer": "adamw",
+        "lr": 0.002,
+        "warmup_epochs": 0,
+        "checkpoint_every": 100,
+        "progress": False,
+    },
 }
 
 
@@ -37,18 +43,25 @@ def fixture_config(mirror: str, checksums: dict[str, str]) -> dict:
         "losses": ["vicreg"],
         "run_defaults": RUN_DEFAULTS,
         "datasets": {
-            "mnist_cifar": {"kind": "mnist_cifar", "source": {"mirror": mirror, "checksums": checksums},
-                            "caps": {"*": 96}},
+            "mnist_cifar": {
+                "kind": "mnist_cifar",
+                "source": {"mirror": mirror, "checksums": checksums},
+                "caps": {"*": 96},
+            },
         },
         "experiments": {
             "mnist_cifar": {
                 "data": "mnist_cifar",
                 "pretrain": "pretrain",
-                "components": {"mnist": {"type": "region", "rows": [0, 32]},
-                               "cifar": {"type": "region", "rows": [32, 64]}},
+                "components": {
+                    "mnist": {"type": "region", "rows": [0, 32]},
+                    "cifar": {"type": "region", "rows": [32, 64]},
+                },
                 "pairings": {"none": [], "cifar": ["cifar"]},
-                "runs": [{"method": "baseline", "pairing": "none"},
-                         {"method": "splicer", "pairing": "cifar", "options": {"include_view": True}}],
+                "runs": [
+                    {"method": "baseline", "pairing": "none"},
+                    {"method": "splicer", "pairing": "cifar", "options": {"include_view": True}},
+                ],
                 "evaluate": {v: {"data": v, "task": "mnist_cifar", "variant": v} for v in ("rNONE", "rMNIST")},
             }
         },
@@ -62,8 +75,7 @@ def run_fixture(workdir: Path, config: dict, *targets: str, env: dict | None = N
     old = dict(os.environ)
     try:
         os.environ.update(env or {})
-        return snakemake(*targets, "--cores", "2", "-d", str(workdir), "--configfile", str(path), cwd=ROOT,
-                         timeout=500)
+        return snakemake(*targets, "--cores", "2", "-d", str(workdir), "--configfile", str(path), cwd=ROOT, timeout=500)
     finally:
         os.environ.clear()
         os.environ.update(old)

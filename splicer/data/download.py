@@ -269,13 +269,17 @@ def fetch(
     raise AssertionError("unreachable")
 
 
-def fetch_verified(archive: Archive, dest_dir: str | os.PathLike[str], record: str | os.PathLike[str],
-                   **kw) -> Path:
+def fetch_verified(archive: Archive, dest_dir: str | os.PathLike[str], record: str | os.PathLike[str], **kw) -> Path:
     """:func:`fetch` ``archive`` into ``dest_dir``, then write ``record``: a JSON of what was verified (name, URL,
     size, checksums) -- the pipeline's sign that the archive is complete. Returns the archive's path."""
     path = fetch(archive, dest_dir, **kw)
-    info = {"name": archive.name, "url": archive.url, "size": path.stat().st_size, **archive.checksums,
-            "verified": archive.describe_checksum()}
+    info = {
+        "name": archive.name,
+        "url": archive.url,
+        "size": path.stat().st_size,
+        **archive.checksums,
+        "verified": archive.describe_checksum(),
+    }
     write_json(record, info)
     return path
 
@@ -302,7 +306,10 @@ def fetch_all(archives: Iterable[Archive], dest_dir: str | os.PathLike[str], **k
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: fetch (or, offline, verify) every archive of a dataset kind into DEST."""
     parser = argparse.ArgumentParser(prog="python -m splicer.data.download", description=main.__doc__)
-    parser.add_argument("kind", help=f"dataset kind: {', '.join(sources.KINDS)}")
+    from splicer.registry import KINDS
+
+    kinds = [k for k, entry in KINDS.items() if entry.archives]
+    parser.add_argument("kind", help=f"dataset kind: {', '.join(kinds)}")
     parser.add_argument("dest", type=Path, help="directory the archives are stored in")
     parser.add_argument("--offline", action="store_true", help=f"never download (also: {OFFLINE_ENV}=1)")
     parser.add_argument("--slides", nargs="+", help="orion_crc: slide folders, e.g. CRC01 CRC02")

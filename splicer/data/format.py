@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 __all__ = [
     "ARRAY_FILES",
@@ -34,6 +33,8 @@ __all__ = [
     "load_dataset",
     "save_dataset",
     "to_float",
+    "to_unit",
+    "value_scale",
 ]
 
 META_KEYS = ("name", "channel_names", "class_names", "split_names", "mask_names")
@@ -182,11 +183,14 @@ def _validate_arrays(
     if n:
         lab, spl = np.asarray(labels), np.asarray(split)
         if lab.min() < -1 or lab.max() >= n_classes:
-            raise _fail(f_lab, "labels", f"values must lie in [-1, {n_classes}) (class_names {meta['class_names']}), "
-                        f"got range [{lab.min()}, {lab.max()}]")
+            raise _fail(
+                f_lab,
+                "labels",
+                f"values must lie in [-1, {n_classes}) (class_names {meta['class_names']}), "
+                f"got range [{lab.min()}, {lab.max()}]",
+            )
         if spl.max() >= n_splits:
-            raise _fail(f_spl, "split", f"code {int(spl.max())} out of range for split_names "
-                        f"{meta['split_names']}")
+            raise _fail(f_spl, "split", f"code {int(spl.max())} out of range for split_names {meta['split_names']}")
     n_masks = len(meta["mask_names"])
     if masks is None:
         if n_masks:
@@ -319,11 +323,15 @@ class DatasetWriter:
     def write(self, row: int, image: np.ndarray, label: int, split: int, mask: np.ndarray | None = None) -> None:
         """Fill row ``row``: image (C, H, W), integer label (-1 = none), split code, masks (M, H, W)."""
         if np.shape(image) != self.shape:
-            raise _fail(self.root / ARRAY_FILES["images"], "images",
-                        f"row {row}: image shape {np.shape(image)} != {self.shape}")
+            raise _fail(
+                self.root / ARRAY_FILES["images"], "images", f"row {row}: image shape {np.shape(image)} != {self.shape}"
+            )
         if mask is not None and np.shape(mask) != self.mask_shape:
-            raise _fail(self.root / ARRAY_FILES["masks"], "masks",
-                        f"row {row}: mask shape {np.shape(mask)} != {self.mask_shape}")
+            raise _fail(
+                self.root / ARRAY_FILES["masks"],
+                "masks",
+                f"row {row}: mask shape {np.shape(mask)} != {self.mask_shape}",
+            )
         self.images[row] = image
         self.labels[row] = label
         self.split[row] = split
@@ -345,8 +353,11 @@ class DatasetWriter:
     def _close(self) -> Path:
         if not self.written.all():
             missing = np.flatnonzero(~self.written)
-            raise _fail(self.root / ARRAY_FILES["images"], "images",
-                        f"{missing.size} rows never written (first: {missing[:5].tolist()})")
+            raise _fail(
+                self.root / ARRAY_FILES["images"],
+                "images",
+                f"{missing.size} rows never written (first: {missing[:5].tolist()})",
+            )
         self.images.flush()
         if self.masks is not None:
             self.masks.flush()
@@ -428,26 +439,34 @@ def load_dataset(path: str | os.PathLike, mmap: bool = True) -> ImageDataset:
 
 
 # ------------------------------------------------------------------------------------------------ tensors
-def to_float(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 -> x/255, uint16 -> x/65535 as a float32 tensor (tensors stay on their device); float inputs
-    are returned as float32 unchanged in value."""
-    if isinstance(x, torch.Tensor):
-        if x.dtype == torch.uint8:
-            return x.float().div_(255.0)
-        if x.dtype == torch.uint16:
-            return x.float().div_(65535.0)
-        if x.is_floating_point():
-            return x.float()
-        raise TypeError(f"to_float: unsupported tensor dtype {x.dtype} (expected uint8, uint16 or float)")
+def value_scale(dtype: Any) -> float:
+    """What a stored value is divided by to lie in [0, 1]: 255 for uint8, 65535 for uint16, 1 for floats."""
+    name = str(dtype).removeprefix("torch.")
+    if name == "uint8":
+        return 255.0
+    if name == "uint16":
+        return 65535.0
+    if name.startswith(("float", "bfloat")):
+        return 1.0
+    raise TypeError(f"unsupported image dtype {dtype} (expected uint8, uint16 or float)")
+
+
+def to_unit(x: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """uint8 -> x/255, uint16 -> x/65535 as a new float array of ``dtype``; floats keep their values."""
     arr = np.asarray(x)
-    if arr.dtype == np.uint8:
-        scale = 255.0
-    elif arr.dtype == np.uint16:
-        scale = 65535.0
-    elif np.issubdtype(arr.dtype, np.floating):
-        return torch.from_numpy(np.array(arr, dtype=np.float32))
-    else:
-        raise TypeError(f"to_float: unsupported array dtype {arr.dtype} (expected uint8, uint16 or float)")
-    out = np.array(arr, dtype=np.float32)
-    out /= np.float32(scale)
-    return torch.from_numpy(out)
+    out = np.array(arr, dtype=dtype)
+    scale = value_scale(arr.dtype)
+    if scale != 1.0:
+        out /= out.dtype.type(scale)
+    return out
+
+
+def to_float(x: Any) -> Any:
+    """uint8 -> x/255, uint16 -> x/65535 as a float32 torch tensor (tensors stay on their device); float inputs
+    are returned as float32 unchanged in value."""
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        scale = value_scale(x.dtype)
+        return x.float() if scale == 1.0 else x.float().div_(scale)
+    return torch.from_numpy(to_unit(x, np.float32))

@@ -5,7 +5,8 @@ Each :class:`Archive` names one file to fetch: where it lives upstream, the loca
 ``None`` checksum means no checksum is published upstream for that file; such files are checked by size where
 a size is published, and otherwise only by a complete transfer.
 
-Static kinds live in :data:`ARCHIVES`. Three kinds are built at call time by :func:`archives`:
+Which archives a dataset kind uses is its ``archives`` entry in :data:`splicer.registry.KINDS`: a fixed list
+here (``MNIST_CIFAR``, ``EUROSAT``, ...) or a function of the entry's ``source`` options:
 
 * ``chestmnist`` / ``pneumoniamnist`` -- URL and MD5 read from the installed ``medmnist`` package's
   ``medmnist.info.INFO`` (option ``size``: 28, 64, 128 or 224, as far as the installed version offers them);
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,17 +29,26 @@ from types import ModuleType
 from typing import Any
 
 __all__ = [
-    "ARCHIVES",
-    "KINDS",
-    "MEDMNIST_FLAGS",
+    "CAMELYON17",
+    "CIFAR10",
+    "EUROSAT",
+    "MMEARTH",
+    "MNIST",
+    "MNIST_CIFAR",
+    "NCT_CRC",
     "ORION_FILES",
     "ORION_SLIDES",
     "SOURCE_OPTIONS",
     "Archive",
     "archives",
+    "find_all",
     "find_archive",
     "medmnist_archives",
+    "medmnist_info",
+    "medmnist_sizes",
+    "medmnist_variants",
     "orion_archives",
+    "orion_variants",
 ]
 
 _HEX = {"md5": re.compile(r"[0-9a-f]{32}"), "sha256": re.compile(r"[0-9a-f]{64}")}
@@ -82,7 +93,7 @@ class Archive:
 # MNIST -- pytorch/vision torchvision/datasets/mnist.py: MNIST.mirrors[0] + MNIST.resources (md5s). The second
 # mirror there (http://yann.lecun.com/exdb/mnist/) is plain http and no longer reliable, so it is not used.
 _MNIST_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-_MNIST = [
+MNIST = [
     Archive(name, _MNIST_MIRROR + name, md5=md5, note="MNIST (torchvision mirror)")
     for name, md5 in (
         ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
@@ -93,7 +104,7 @@ _MNIST = [
 ]
 
 # CIFAR-10 -- pytorch/vision torchvision/datasets/cifar.py: CIFAR10.url, CIFAR10.filename, CIFAR10.tgz_md5.
-_CIFAR10 = [
+CIFAR10 = [
     Archive(
         "cifar-10-python.tar.gz",
         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
@@ -108,7 +119,7 @@ _CIFAR10 = [
 # https://madm.dfki.de/files/sentinel/EuroSATallBands.zip with md5 5ac12b3b2557aa56e1826e981e8e200e; current
 # torchgeo publishes only the sha256 for the pinned mirror, which is what is verified here.
 _EUROSAT_BASE = "https://hf.co/datasets/torchgeo/eurosat/resolve/1ce6f1bfb56db63fd91b6ecc466ea67f2509774c/"
-_EUROSAT = [
+EUROSAT = [
     Archive(
         "EuroSATallBands.zip",
         _EUROSAT_BASE + "EuroSATallBands.zip",
@@ -134,7 +145,7 @@ _EUROSAT = [
 # data_100k_v001 release; file names match torchgeo/datasets/mmearth.py MMEarth.filenames["MMEarth100k"]).
 # No checksum or size is published for these files: None.
 _MMEARTH_BASE = "https://sid.erda.dk/share_redirect/CoaUojVXzu/"
-_MMEARTH = [
+MMEARTH = [
     Archive(name, _MMEARTH_BASE + name, note=f"MMEarth100k ({what}); place all four files in data_100k_v001/")
     for name, what in (
         ("data_100k_v001.h5", "HDF5 tiles, ~48 GB"),
@@ -151,7 +162,7 @@ _MMEARTH = [
 # the NONORM file); the record lists md5 6fd702d1... and 11,690,284,003 bytes for NCT-CRC-HE-100K.zip, as quoted
 # by independent downloaders of the record. Sizes are the record's byte counts.
 _ZENODO_1214456 = "https://zenodo.org/records/1214456/files/"
-_NCT_CRC = [
+NCT_CRC = [
     Archive(
         "NCT-CRC-HE-100K.zip",
         _ZENODO_1214456 + "NCT-CRC-HE-100K.zip?download=1",
@@ -171,7 +182,7 @@ _NCT_CRC = [
 # Camelyon17-WILDS v1.0 -- p-lambda/wilds wilds/datasets/camelyon17_dataset.py: _versions_dict["1.0"]
 # ("download_url", "compressed_size"); wilds_dataset.py saves it as archive.tar.gz. WILDS publishes no
 # checksum for it: None (the compressed size is verified instead).
-_CAMELYON17 = [
+CAMELYON17 = [
     Archive(
         "camelyon17_v1.0_archive.tar.gz",
         "https://worksheets.codalab.org/rest/bundles/0xe45e15f39fb54e9d9e919556af67aabe/contents/blob/",
@@ -180,31 +191,22 @@ _CAMELYON17 = [
     )
 ]
 
-ARCHIVES: dict[str, list[Archive]] = {
-    "mnist": _MNIST,
-    "cifar10": _CIFAR10,
-    "mnist_cifar": _MNIST + _CIFAR10,
-    "eurosat": _EUROSAT,
-    "mmearth": _MMEARTH,
-    "nct_crc": _NCT_CRC,
-    "camelyon17": _CAMELYON17,
-}
-"""Static kinds: kind -> its archives. See :func:`archives` for every kind, including call-time ones."""
+MNIST_CIFAR = MNIST + CIFAR10
+"""The ``mnist_cifar`` kind's archives."""
 
 # ---------------------------------------------------------------------------------------------------------------
 # MedMNIST v2 -- never hardcoded: read from the installed medmnist package (medmnist/info.py INFO[flag]).
-MEDMNIST_FLAGS = ("chestmnist", "pneumoniamnist")
 
 
 @lru_cache(maxsize=1)
-def _medmnist_info() -> ModuleType:
+def medmnist_info() -> ModuleType:
     """The installed ``medmnist.info`` module, loaded without importing the (torch-heavy) package itself."""
     spec = importlib.util.find_spec("medmnist")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("the MedMNIST kinds need the 'medmnist' package (pip install medmnist; see envs/data.yaml)")
     try:
         info_spec = importlib.util.spec_from_file_location(
-            "_splicer_medmnist_info", f"{next(iter(spec.submodule_search_locations))}/info.py"
+            "_splicermedmnist_info", f"{next(iter(spec.submodule_search_locations))}/info.py"
         )
         assert info_spec is not None and info_spec.loader is not None
         module = importlib.util.module_from_spec(info_spec)
@@ -216,20 +218,26 @@ def _medmnist_info() -> ModuleType:
         return importlib.import_module("medmnist.info")
 
 
-def _medmnist_sizes(info: dict[str, Any]) -> list[int]:
+def medmnist_sizes(info: dict[str, Any]) -> list[int]:
     """Image sizes an ``INFO[flag]`` entry offers: 28 (keys ``url``/``MD5``) plus every ``url_<size>``."""
     return [28, *sorted(int(k[4:]) for k in info if re.fullmatch(r"url_\d+", k))]
 
 
+def medmnist_variants(kind: str) -> list[Archive]:
+    """Every ``<flag>[_<size>].npz`` the installed ``medmnist`` offers for ``kind``."""
+    sizes = medmnist_sizes(medmnist_info().INFO[kind])
+    return [a for size in sizes for a in medmnist_archives(kind, size=size)]
+
+
 def medmnist_archives(flag: str, size: int = 28) -> list[Archive]:
     """The ``<flag>[_<size>].npz`` file of a MedMNIST dataset, URL and MD5 from the installed ``medmnist``."""
-    info_module = _medmnist_info()
+    info_module = medmnist_info()
     if flag not in info_module.INFO:
         raise ValueError(f"medmnist {info_module.__version__} has no dataset {flag!r}")
     info = info_module.INFO[flag]
     suffix = "" if int(size) == 28 else f"_{int(size)}"
     if f"url{suffix}" not in info:
-        sizes = _medmnist_sizes(info)
+        sizes = medmnist_sizes(info)
         raise ValueError(f"medmnist {info_module.__version__} offers {flag} at sizes {sizes}, not {size}")
     return [
         Archive(
@@ -304,16 +312,25 @@ def _orion_slide_id(folder: str) -> str:
     return match.group(0)
 
 
-def orion_archives(slides: Sequence[str], files: Iterable[str] = ("image", "cells", "markers")) -> list[Archive]:
-    """Orion-CRC files of the chosen ``slides`` (folder names, e.g. ``"CRC01"``, ``"CRC33_01"``).
+def orion_variants(kind: str = "orion_crc") -> list[Archive]:
+    """Every Orion-CRC file (all slides, all file types)."""
+    return orion_archives(kind, list(ORION_SLIDES), ORION_FILES)
+
+
+def orion_archives(
+    kind: str = "orion_crc", slides: Sequence[str] | None = None, files: Iterable[str] = ("image", "cells", "markers")
+) -> list[Archive]:
+    """Orion-CRC files of the chosen ``slides`` (folder names, e.g. ``"CRC01"``, ``"CRC33_01"``; required).
 
     ``files`` picks among :data:`ORION_FILES`; ``markers`` (identical in every folder) is taken once, from the
     first slide. The 19-channel images are 44-147 GiB each.
     """
+    if slides is None:
+        raise ValueError(f"kind {kind!r} needs option slides=[...], e.g. ['CRC01', 'CRC02']")
     if isinstance(slides, str):
         slides = [slides]
     if not slides:
-        raise ValueError("orion_crc needs a non-empty list of slides, e.g. slides=['CRC01', 'CRC02']")
+        raise ValueError(f"kind {kind!r} needs a non-empty list of slides, e.g. slides=['CRC01', 'CRC02']")
     files = tuple(files)
     if unknown := [f for f in files if f not in ORION_FILES]:
         raise ValueError(f"unknown Orion-CRC file type(s) {unknown}; choose from {list(ORION_FILES)}")
@@ -346,12 +363,6 @@ def orion_archives(slides: Sequence[str], files: Iterable[str] = ("image", "cell
 
 
 # ---------------------------------------------------------------------------------------------------------------
-_DYNAMIC = ("chestmnist", "pneumoniamnist", "orion_crc")
-KINDS: tuple[str, ...] = ("demo", "folder", *ARCHIVES, *_DYNAMIC)
-"""Every kind :func:`archives` knows (``demo`` is generated locally and ``folder`` -- the user's own images --
-is read in place: neither has archives)."""
-
-
 def _no_options(kind: str, options: dict[str, Any], allowed: Iterable[str] = ()) -> None:
     if extra := sorted(set(options) - set(allowed)):
         allowed = sorted(allowed)
@@ -387,40 +398,49 @@ def _redirect(kind: str, found: list[Archive], mirror: str | None, checksums: di
         if archive.name in checksums:
             algo, sep, value = str(checksums[archive.name]).partition(":")
             if not sep or algo not in _HEX:
-                raise ValueError(f"kind {kind!r}: source.checksums[{archive.name!r}] must be 'sha256:<hex>' or "
-                                 f"'md5:<hex>', got {checksums[archive.name]!r}")
+                raise ValueError(
+                    f"kind {kind!r}: source.checksums[{archive.name!r}] must be 'sha256:<hex>' or "
+                    f"'md5:<hex>', got {checksums[archive.name]!r}"
+                )
             digests = {"md5": None, "sha256": None, "size": None, algo: value.lower()}
         note = archive.note + (f" [mirror {mirror}]" if mirror else "")
         out.append(Archive(archive.name, url, note=note, **digests))
     return out
 
 
+def _kind(kind: str) -> Any:
+    from splicer.registry import KINDS
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    return KINDS[kind]
+
+
 def _kind_archives(kind: str, **options: Any) -> list[Archive]:
-    if kind in ARCHIVES:
+    """The archives of ``kind`` (:data:`splicer.registry.KINDS`): a fixed list, or a function of the options."""
+    from splicer.registry import resolve
+
+    entry = _kind(kind)
+    found = resolve(entry.archives) if entry.archives else []
+    if not callable(found):
         _no_options(kind, options)
-        return list(ARCHIVES[kind])
-    if kind in MEDMNIST_FLAGS:
-        _no_options(kind, options, ("size",))
-        return medmnist_archives(kind, **options)
-    if kind == "orion_crc":
-        _no_options(kind, options, ("slides", "files"))
-        if "slides" not in options:
-            raise ValueError("kind 'orion_crc' needs option slides=[...], e.g. ['CRC01', 'CRC02']")
-        return orion_archives(**options)
-    if kind in ("demo", "folder"):
-        _no_options(kind, options)
-        return []
-    raise ValueError(f"unknown dataset kind {kind!r}; known kinds: {', '.join(KINDS)}")
+        return list(found)
+    allowed = [p for p in inspect.signature(found).parameters if p != "kind"]
+    _no_options(kind, options, allowed)
+    return found(kind, **options)
 
 
 def _all_variants(kind: str) -> list[Archive]:
     """Every archive ``kind`` can name under any options (all slides and file types; all MedMNIST sizes)."""
-    if kind == "orion_crc":
-        return orion_archives(list(ORION_SLIDES), ORION_FILES)
-    if kind in MEDMNIST_FLAGS:
-        sizes = _medmnist_sizes(_medmnist_info().INFO[kind])
-        return [a for size in sizes for a in medmnist_archives(kind, size)]
-    return archives(kind)
+    from splicer.registry import resolve
+
+    entry = _kind(kind)
+    return resolve(entry.variants)(kind) if entry.variants else archives(kind)
+
+
+def find_all(kind: str) -> list[Archive]:
+    """Every archive ``kind`` can name under any options (all Orion slides and file types, all MedMNIST sizes)."""
+    return _all_variants(kind)
 
 
 def find_archive(kind: str, name: str, **options: Any) -> Archive:

@@ -6,35 +6,36 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, workflow.basedir)
 
 from splicer import cluster as C
-from splicer import pipeline as P
 from splicer import segment as S
+from splicer.pipeline import archives as A
+from splicer.pipeline import figures as F
+from splicer.pipeline import grid as G
+from splicer.pipeline import paths as P
+from splicer.pipeline.checks import check_config
+from splicer.registry import FIGURES, LOSSES, METHODS
 
-P.export_environment(workflow.basedir)
+C.export_environment(workflow.basedir)
 # In a SLURM job: SIGUSR1 (the profile's pre-emption warning) is for the trainer only (see splicer/cluster.py).
 C.ignore_preemption_signal_in_job()
 
 try:
-    P.check_config(config)
+    check_config(config)
 except ValueError as err:
     raise WorkflowError(str(err)) from None
 
 RES = P.results_root(config)
 EXPERIMENTS = list(config["experiments"])
+NAME = "[A-Za-z0-9_]+"
 
 
 wildcard_constraints:
-    data="[A-Za-z0-9_]+",
-    experiment="[A-Za-z0-9_]+",
-    method="baseline|sigma_je|trident|splicer",
+    data=NAME,
+    experiment=NAME,
+    method="|".join(METHODS),
     pairing="[A-Za-z0-9_+]+",
-    loss="vicreg|simclr",
+    loss="|".join(LOSSES),
     seed="[0-9]+",
-    evaluation="[A-Za-z0-9_]+",
-    figure="[A-Za-z0-9]+",
-
-
-def runs_of(experiment):
-    return P.experiment_runs(config, experiment)
+    evaluation=NAME,
 
 
 def all_targets():
@@ -43,18 +44,23 @@ def all_targets():
     return figures + tables + [f"{RES}/summary.md"]
 
 
-FIGURE_TABLES = ("fig4b", "tableS2", "scorecard")
-
-
-def _figure_outputs(name):
+def figure_outputs(name):
+    """PNG (in the report, captioned by workflow/report/<name>.rst) and PDF, plus the CSV of a table target."""
+    table = FIGURES[name].table
     out = {
         "png": report(
             f"{RES}/figures/{name}.png",
             caption=f"../report/{name}.rst",
-            category="Figures" if name not in FIGURE_TABLES else "Tables",
+            category="Tables" if table else "Figures",
         ),
         "pdf": f"{RES}/figures/{name}.pdf",
     }
-    if name in FIGURE_TABLES:
+    if table:
         out["csv"] = f"{RES}/figures/{name}.csv"
     return out
+
+
+def first_run_config(wildcards):
+    """The supervised ceiling trains the encoder (and augmentation, optimiser, schedule) of the experiment's first
+    run, with labels."""
+    return f"{P.run_dir(config, G.experiment_runs(config, wildcards.experiment)[0])}/run.yaml"

@@ -6,39 +6,39 @@
 
 rule download:
     output:
-        f"resources/{{kind}}/{P.VERIFIED}/{{file}}.json",
-    params:
-        kind="{kind}",
-        file="{file}",
-        source=lambda w: P.archive_options(config, w.kind, w.file),
+        f"resources/{{kind}}/{A.VERIFIED}/{{file}}.json",
     log:
         "logs/download/{kind}/{file}.log",
     wildcard_constraints:
         kind="[A-Za-z0-9_]+",
         file="[^/]+",
-    localrule: True
     retries: 2
+    localrule: True
     conda:
         "../../envs/data.yaml"
+    params:
+        kind="{kind}",
+        file="{file}",
+        source=lambda w: A.archive_options(config, w.kind, w.file),
     script:
         "../scripts/download.py"
 
 
 rule build_data:
     input:
-        lambda w: P.archive_targets(config, w.data),
+        lambda w: A.archive_targets(config, w.data),
     output:
         f"{RES}/data/{{data}}/manifest.json",
-    params:
-        spec=lambda w: config["datasets"][w.data],
     log:
         f"{RES}/logs/data/{{data}}.log",
     benchmark:
         f"{RES}/benchmarks/data/{{data}}.tsv"
+    conda:
+        "../../envs/data.yaml"
     resources:
         mem_mb=8000,
         runtime=120,
-    conda:
-        "../../envs/data.yaml"
+    params:
+        spec=lambda w: config["datasets"][w.data],
     script:
         "../scripts/build_data.py"

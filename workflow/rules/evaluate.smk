@@ -1,4 +1,5 @@
 # Frozen-encoder evaluation (probes, singular values, marker correlations), supervised ceilings, tidy tables.
+import os
 
 
 rule evaluate:
@@ -7,22 +8,22 @@ rule evaluate:
         data=lambda w: P.eval_manifests(config, w.experiment),
     output:
         f"{RUN}/evaluation.json",
-    params:
-        args=lambda w: P.evaluate_args(config, w.experiment),
-        head=config["probe"]["head"],
-        device=config["device"],
     log:
         f"{RUN_LOG}/evaluate.log",
     benchmark:
         f"{RES}/benchmarks/evaluate/{{experiment}}/{{method}}/{{pairing}}/{{loss}}/seed{{seed}}.tsv"
+    conda:
+        "../../envs/splicer.yaml"
     threads: config["threads"]
     resources:
         gpu=C.gpus(config),
         cpus_per_task=C.cpus_per_task(config),
         mem_mb=lambda w: C.mem_mb(config, "evaluate", w.experiment),
         runtime=lambda w, attempt: C.runtime(config, "evaluate", w.experiment, attempt),
-    conda:
-        "../../envs/splicer.yaml"
+    params:
+        args=lambda w: P.evaluate_args(config, w.experiment),
+        head=config["probe"]["head"],
+        device=config["device"],
     shell:
         "OMP_NUM_THREADS={threads} python -m splicer.cli evaluate --encoder {input.encoder} {params.args} "
         "--out {output} --head {params.head} --seed {wildcards.seed} --device {params.device} > {log} 2>&1"
@@ -30,28 +31,31 @@ rule evaluate:
 
 rule supervised:
     input:
-        cfg=lambda w: f"{P.run_dir(config, P.experiment_runs(config, w.experiment)[0])}/run.yaml",
+        cfg=first_run_config,
         data=lambda w: P.manifest(config, config["experiments"][w.experiment]["data"]),
     output:
-        f"{RES}/supervised/{{experiment}}/{{evaluation}}/seed{{seed}}.json",
-    params:
-        data=lambda w: P.dataset_path(config, w.experiment, w.evaluation),
+        P.supervised_path(config, "{experiment}", "{evaluation}", "{seed}"),
     log:
         f"{RES}/logs/supervised/{{experiment}}/{{evaluation}}/seed{{seed}}.log",
     benchmark:
         f"{RES}/benchmarks/supervised/{{experiment}}/{{evaluation}}/seed{{seed}}.tsv"
+    conda:
+        "../../envs/splicer.yaml"
     threads: config["threads"]
-    # No checkpoints here: a pre-empted or timed-out job restarts from scratch (with a longer limit).
+    # The same trainer as pretraining: a pre-empted or timed-out job resumes from its checkpoint.
     resources:
         gpu=C.gpus(config),
         cpus_per_task=C.cpus_per_task(config),
         mem_mb=lambda w: C.mem_mb(config, "supervised", w.experiment),
-        runtime=lambda w, attempt: C.runtime(config, "supervised", w.experiment, attempt),
-    conda:
-        "../../envs/splicer.yaml"
+        runtime=lambda w, attempt: C.runtime(
+            config, "supervised", w.experiment, attempt
+        ),
+    params:
+        data=lambda w: P.dataset_path(config, w.experiment, w.evaluation),
+        out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "OMP_NUM_THREADS={threads} python -m splicer.cli supervised --config {input.cfg} --data {params.data} "
-        "--out {output} --seed {wildcards.seed} > {log} 2>&1"
+        "export OMP_NUM_THREADS={threads}; exec python -m splicer.cli supervised --config {input.cfg} "
+        "--data {params.data} --out {params.out} --seed {wildcards.seed} > {log} 2>&1"
 
 
 rule tables:

@@ -7,17 +7,17 @@ for _name in config["figures"]:
         name:
             _name
         input:
-            P.figure_inputs(config, _name)[0],
+            F.figure_inputs(config, _name)[0],
         output:
-            **_figure_outputs(_name),
-        params:
-            inputs=P.figure_inputs(config, _name)[1],
-            options=P.figure_options(config, _name),
+            **figure_outputs(_name),
         log:
             f"{RES}/logs/figures/{_name}.log",
         localrule: True
         conda:
             "../../envs/plots.yaml"
+        params:
+            inputs=F.figure_inputs(config, _name)[1],
+            options=F.figure_options(config, _name),
         script:
             "../scripts/figure.py"
 

@@ -8,13 +8,15 @@ RUN_LOG = f"{RES}/logs/runs/{{experiment}}/{{method}}/{{pairing}}/{{loss}}/seed{
 rule run_config:
     output:
         f"{RUN}/run.yaml",
-    params:
-        cfg=lambda w: P.run_config(config, P.Run(w.experiment, w.method, w.pairing, w.loss, int(w.seed))),
     log:
         f"{RUN_LOG}/run_config.log",
     localrule: True
     conda:
         "../../envs/splicer.yaml"
+    params:
+        cfg=lambda w: G.run_config(
+            config, G.Run(w.experiment, w.method, w.pairing, w.loss, int(w.seed))
+        ),
     script:
         "../scripts/write_run_config.py"
 
@@ -26,14 +28,12 @@ rule pretrain:
     output:
         encoder=f"{RUN}/encoder.pt",
         metrics=f"{RUN}/metrics.json",
-    params:
-        data=lambda w: P.dataset_path(config, w.experiment, config["experiments"][w.experiment]["pretrain"]),
-        split=lambda w: P.split_flag(config, w.experiment),
-        out=lambda w, output: os.path.dirname(output.encoder),
     log:
         f"{RUN_LOG}/pretrain.log",
     benchmark:
         f"{RES}/benchmarks/pretrain/{{experiment}}/{{method}}/{{pairing}}/{{loss}}/seed{{seed}}.tsv"
+    conda:
+        "../../envs/splicer.yaml"
     threads: config["threads"]
     # Sized by splicer/cluster.py; a retry (attempt 2, 3, ...) resumes from checkpoint.pt with a longer limit.
     # `exec`: the trainer replaces the shell, so a SIGTERM from SLURM (time limit, pre-emption) reaches it with
@@ -43,8 +43,12 @@ rule pretrain:
         cpus_per_task=C.cpus_per_task(config),
         mem_mb=lambda w: C.mem_mb(config, "pretrain", w.experiment),
         runtime=lambda w, attempt: C.runtime(config, "pretrain", w.experiment, attempt),
-    conda:
-        "../../envs/splicer.yaml"
+    params:
+        data=lambda w: P.dataset_path(
+            config, w.experiment, config["experiments"][w.experiment]["pretrain"]
+        ),
+        split=lambda w: P.split_flag(config, w.experiment),
+        out=lambda w, output: os.path.dirname(output.encoder),
     shell:
         "export OMP_NUM_THREADS={threads}; exec python -m splicer.cli pretrain --config {input.cfg} "
         "--data {params.data} --out {params.out} {params.split} > {log} 2>&1"

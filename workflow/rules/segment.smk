@@ -10,20 +10,20 @@ rule segment:
         weights=lambda w: S.weights_inputs(config["datasets"][w.data]["segment"]),
     output:
         f"{RES}/segmented/{{data}}/manifest.json",
+    log:
+        f"{RES}/logs/segment/{{data}}.log",
+    benchmark:
+        f"{RES}/benchmarks/segment/{{data}}.tsv"
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        gpu=lambda w: C.segment_gpu(config, w.data),
+        mem_mb=16000,
+        runtime=lambda w: C.segment_runtime(config, w.data),
     params:
         # what decides the masks, as provenance (a changed device or batch size reruns nothing downstream); the
         # job reads the whole section, runtime options included, from the config
         masks=lambda w: S.mask_relevant(config["datasets"][w.data]["segment"]),
         cache=f"{RES}/cache/segment",
-    log:
-        f"{RES}/logs/segment/{{data}}.log",
-    benchmark:
-        f"{RES}/benchmarks/segment/{{data}}.tsv"
-    resources:
-        gpu=lambda w: C.segment_gpu(config, w.data),
-        mem_mb=16000,
-        runtime=lambda w: C.segment_runtime(config, w.data),
-    conda:
-        "../../envs/data.yaml"
     script:
         "../scripts/segment.py"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from splicer.data.build import build_data
 from splicer.logs import logged
-from splicer.pipeline import archives_present
+from splicer.pipeline.archives import archives_present
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
     archives = archives_present(snakemake.input)  # noqa: F821

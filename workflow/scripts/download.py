@@ -4,7 +4,7 @@
 from splicer.data.download import fetch_verified
 from splicer.data.sources import find_archive
 from splicer.logs import logged
-from splicer.pipeline import archive_of
+from splicer.pipeline.archives import archive_of
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
     record = snakemake.output[0]  # noqa: F821

@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-from splicer import pipeline as P
 from splicer.logs import logged
+from splicer.pipeline.tables import summarise
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
     sm = snakemake  # noqa: F821
-    text = P.summarise(sm.input.probes, sm.input.ceilings, bool(sm.config.get("demo", False)))
+    text = summarise(sm.input.probes, sm.input.ceilings, bool(sm.config.get("demo", False)))
     Path(sm.output[0]).write_text(text)
     print(text)

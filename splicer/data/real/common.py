@@ -3,6 +3,8 @@ deterministic splits and split-ordered rows.
 
 A builder is a function ``build(out, files, params, caps, seed) -> {dataset name: path}`` in a module of
 :mod:`splicer.data.real`; ``files`` maps each archive name of :mod:`splicer.data.sources` to its local path.
+``SPLITS`` (train, val, test: the probe trains on train, selects on val, reports test) comes from
+:mod:`splicer.data.vocab`.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SPLITS", "BuildError", "Caps", "check_params", "require", "split_order", "stable_rng", "three_way_split"]
+from splicer.data.vocab import SPLITS
 
-SPLITS = ["train", "val", "test"]
-"""Split names of every evaluation dataset (the probe trains on train, selects on val, reports test)."""
+__all__ = ["SPLITS", "BuildError", "Caps", "check_params", "require", "split_order", "stable_rng", "three_way_split"]
 
 
 class BuildError(ValueError):
@@ -32,8 +33,10 @@ class BuildError(ValueError):
 def require(files: Mapping[str, Path], name: str, kind: str) -> Path:
     """The local path of archive ``name``; a clear error if the build was not handed it or it is gone."""
     if name not in files:
-        raise BuildError(f"resources/{kind}/{name}", f"archive {name!r} of kind {kind!r} was not provided to the build "
-                         f"(got {sorted(files)})")
+        raise BuildError(
+            f"resources/{kind}/{name}",
+            f"archive {name!r} of kind {kind!r} was not provided to the build (got {sorted(files)})",
+        )
     path = Path(files[name])
     if not path.is_file():
         raise BuildError(path, f"archive {name!r} of kind {kind!r} is missing")
@@ -129,6 +132,6 @@ def three_way_split(
     for rows in groups:
         rows = rows[rng.permutation(rows.size)]
         bounds = np.round(np.cumsum(fractions)[:2] * rows.size).astype(int)
-        codes[rows[bounds[0]:bounds[1]]] = 1
-        codes[rows[bounds[1]:]] = 2
+        codes[rows[bounds[0] : bounds[1]]] = 1
+        codes[rows[bounds[1] :]] = 2
     return codes

@@ -129,7 +129,8 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
     if len(axes) != arr.ndim:  # unusual series: fall back to the bare array
         return np.squeeze(arr), ""
     return arr.reshape([n for n, k in zip(arr.shape, keep, strict=True) if k]), "".join(
-        ax for ax, k in zip(axes, keep, strict=True) if k)
+        ax for ax, k in zip(axes, keep, strict=True) if k
+    )
 
 
 def _tiff_header(path: Path) -> tuple[tuple[int, ...], str, np.dtype]:
@@ -141,8 +142,11 @@ def _tiff_header(path: Path) -> tuple[tuple[int, ...], str, np.dtype]:
     keep = [n != 1 for n in shape]
     if len(axes) != len(shape):
         return tuple(n for n in shape if n != 1), "", dtype
-    return (tuple(n for n, k in zip(shape, keep, strict=True) if k),
-            "".join(ax for ax, k in zip(axes, keep, strict=True) if k), dtype)
+    return (
+        tuple(n for n, k in zip(shape, keep, strict=True) if k),
+        "".join(ax for ax, k in zip(axes, keep, strict=True) if k),
+        dtype,
+    )
 
 
 def _read(path: Path) -> tuple[np.ndarray, str, bool]:
@@ -214,14 +218,17 @@ def read_mask(path: str | Path, hw: tuple[int, int], values: Mapping[str, Any] |
     if values is None:
         return planes != 0
     if planes.shape[0] != 1:
-        raise BuildError(path, f"params.mask_values splits a single-plane label image, but the mask has "
-                               f"{planes.shape[0]} planes")
+        raise BuildError(
+            path, f"params.mask_values splits a single-plane label image, but the mask has {planes.shape[0]} planes"
+        )
     out = []
     for name, v in values.items():
         wanted = [v] if isinstance(v, int | np.integer) else list(v)
         if not all(isinstance(x, int | np.integer) and not isinstance(x, bool) for x in wanted):
-            raise ValueError(f"datasets entry of kind 'folder': params.mask_values.{name} must be an integer or a "
-                             f"list of integers, got {v!r}")
+            raise ValueError(
+                f"datasets entry of kind 'folder': params.mask_values.{name} must be an integer or a "
+                f"list of integers, got {v!r}"
+            )
         out.append(np.isin(planes[0], wanted))
     return np.stack(out)
 
@@ -235,8 +242,20 @@ def _header(path: Path, channel_axis: str) -> tuple[tuple[int, ...], np.dtype]:
             with Image.open(path) as im:
                 w, h = im.size
                 mode = im.mode
-            bands = {"1": 1, "L": 1, "LA": 1, "P": 3, "PA": 3, "RGB": 3, "RGBA": 3, "I": 1, "I;16": 1, "I;16B": 1,
-                     "I;16L": 1, "F": 1}
+            bands = {
+                "1": 1,
+                "L": 1,
+                "LA": 1,
+                "P": 3,
+                "PA": 3,
+                "RGB": 3,
+                "RGBA": 3,
+                "I": 1,
+                "I;16": 1,
+                "I;16B": 1,
+                "I;16L": 1,
+                "F": 1,
+            }
             if mode not in bands:
                 raise BuildError(path, f"PNG mode {mode!r} is not supported (grey, RGB, palette, 8/16 bit)")
             dtype = np.dtype(np.uint16 if mode.startswith("I") else np.float32 if mode == "F" else np.uint8)
@@ -279,14 +298,19 @@ def _scan(files: dict[str, Path], channel_axis: str, size: tuple[int, int] | Non
         if first is None:
             first = (path, c, dtype)
         elif c != first[1]:
-            raise BuildError(path, f"has {c} channel(s) but {first[0].name} has {first[1]}: all images need the same "
-                                   "channels")
+            raise BuildError(
+                path, f"has {c} channel(s) but {first[0].name} has {first[1]}: all images need the same channels"
+            )
         elif dtype != first[2]:
-            raise BuildError(path, f"pixel type {dtype} differs from {first[0].name} ({first[2]}): all images need "
-                                   "one type")
+            raise BuildError(
+                path, f"pixel type {dtype} differs from {first[0].name} ({first[2]}): all images need one type"
+            )
         if size is None and sizes and (h, w) != sizes[0]:
-            raise BuildError(path, f"size {h}x{w} differs from {first[0].name} ({sizes[0][0]}x{sizes[0][1]}): set "
-                                   "params.size to resize every image")
+            raise BuildError(
+                path,
+                f"size {h}x{w} differs from {first[0].name} ({sizes[0][0]}x{sizes[0][1]}): set "
+                "params.size to resize every image",
+            )
         sizes.append((h, w))
     assert first is not None
     hw = size if size is not None else sizes[0]
@@ -346,8 +370,11 @@ def _size_param(size: Any) -> tuple[int, int] | None:
         return None
     if isinstance(size, int) and not isinstance(size, bool) and size > 0:
         return (size, size)
-    if (isinstance(size, list | tuple) and len(size) == 2
-            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
+    if (
+        isinstance(size, list | tuple)
+        and len(size) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+    ):
         return (int(size[0]), int(size[1]))
     raise ValueError(f"datasets entry of kind 'folder': params.size must be a positive integer or [H, W], got {size!r}")
 
@@ -382,21 +409,28 @@ def _check(p: dict[str, Any]) -> None:
             raise ValueError(f"datasets entry of kind 'folder': params.{key} must be a list of names, got {v!r}")
     if p["mask_values"] is not None:
         if not isinstance(p["mask_values"], Mapping) or not p["mask_values"]:
-            raise ValueError("datasets entry of kind 'folder': params.mask_values must map mask names to label "
-                             f"values, got {p['mask_values']!r}")
+            raise ValueError(
+                "datasets entry of kind 'folder': params.mask_values must map mask names to label "
+                f"values, got {p['mask_values']!r}"
+            )
         if p["mask_names"] is not None:
-            raise ValueError("datasets entry of kind 'folder': give params.mask_values (its keys name the masks) or "
-                             "params.mask_names, not both")
+            raise ValueError(
+                "datasets entry of kind 'folder': give params.mask_values (its keys name the masks) or "
+                "params.mask_names, not both"
+            )
         if p["masks"] is None:
             raise ValueError("datasets entry of kind 'folder': params.mask_values needs params.masks")
     if p["channel_axis"] not in ("auto", "first", "last"):
-        raise ValueError(f"datasets entry of kind 'folder': params.channel_axis must be auto, first or last, got "
-                         f"{p['channel_axis']!r}")
+        raise ValueError(
+            f"datasets entry of kind 'folder': params.channel_axis must be auto, first or last, got "
+            f"{p['channel_axis']!r}"
+        )
     if not isinstance(p["name"], str) or not p["name"] or "/" in p["name"] or p["name"].startswith("."):
         raise ValueError(f"datasets entry of kind 'folder': params.name must be a plain folder name, got {p['name']!r}")
     if p["split"] is not None and (not isinstance(p["split"], list | tuple) or len(p["split"]) != 3):
-        raise ValueError(f"datasets entry of kind 'folder': params.split must be [train, val, test] fractions, got "
-                         f"{p['split']!r}")
+        raise ValueError(
+            f"datasets entry of kind 'folder': params.split must be [train, val, test] fractions, got {p['split']!r}"
+        )
 
 
 def build_folder(out: Path, files: Mapping[str, Path], params: Mapping, caps: Caps, seed: int) -> dict[str, Path]:
@@ -414,29 +448,37 @@ def build_folder(out: Path, files: Mapping[str, Path], params: Mapping, caps: Ca
     c, h, w = plan.shape
     channel_names = list(p["channel_names"]) if p["channel_names"] is not None else [f"c{i}" for i in range(c)]
     if len(channel_names) != c:
-        raise ValueError(f"datasets entry of kind 'folder': params.channel_names has {len(channel_names)} names but "
-                         f"the images have {c} channel(s)")
+        raise ValueError(
+            f"datasets entry of kind 'folder': params.channel_names has {len(channel_names)} names but "
+            f"the images have {c} channel(s)"
+        )
 
     # labels and splits
     info: dict[str, Any] = {"source": str(image_dir.absolute()), "files": len(plan.stems)}
     if p["labels"] is not None:
         labels_by_stem, split_by_stem, unmatched = _read_labels(Path(p["labels"]).expanduser(), plan.stems)
         class_names = _class_names(list(labels_by_stem.values()))
-        labels = np.array([class_names.index(labels_by_stem[s]) if s in labels_by_stem else -1 for s in plan.stems],
-                          np.int64)
-        info.update(labels_csv=str(Path(p["labels"]).absolute()), unlabelled=int((labels < 0).sum()),
-                    label_rows_without_image=unmatched)
+        labels = np.array(
+            [class_names.index(labels_by_stem[s]) if s in labels_by_stem else -1 for s in plan.stems], np.int64
+        )
+        info.update(
+            labels_csv=str(Path(p["labels"]).absolute()),
+            unlabelled=int((labels < 0).sum()),
+            label_rows_without_image=unmatched,
+        )
         if (labels < 0).any():
-            log.warning("folder %s: %d image(s) have no row in %s (unlabelled)", image_dir, int((labels < 0).sum()),
-                        p["labels"])
+            log.warning(
+                "folder %s: %d image(s) have no row in %s (unlabelled)", image_dir, int((labels < 0).sum()), p["labels"]
+            )
     else:
         class_names, labels, split_by_stem = [], np.full(len(plan.stems), -1, np.int64), {}
     fractions = p["split"] if p["split"] is not None else (DEFAULT_SPLIT if p["labels"] is not None else None)
     if fractions is not None:
         labelled = labels >= 0
         split = np.zeros(len(plan.stems), np.uint8)
-        split[labelled] = three_way_split(int(labelled.sum()), fractions, seed, name,
-                                          labels[labelled] if class_names else None)
+        split[labelled] = three_way_split(
+            int(labelled.sum()), fractions, seed, name, labels[labelled] if class_names else None
+        )
         split[~labelled] = three_way_split(int((~labelled).sum()), fractions, seed, f"{name}/unlabelled")
     else:
         split = np.zeros(len(plan.stems), np.uint8)
@@ -461,20 +503,31 @@ def build_folder(out: Path, files: Mapping[str, Path], params: Mapping, caps: Ca
     rows = np.concatenate([caps.apply(order[split[order] == k], name, SPLITS[k], seed) for k in range(len(SPLITS))])
     n_masks = 0
     if mask_files:
-        first = read_mask(mask_files[rows[0]] if rows.size else mask_files[0],
-                          plan.sizes[rows[0] if rows.size else 0], p["mask_values"])
+        first = read_mask(
+            mask_files[rows[0]] if rows.size else mask_files[0],
+            plan.sizes[rows[0] if rows.size else 0],
+            p["mask_values"],
+        )
         n_masks = first.shape[0]
         if p["mask_values"] is not None:
             mask_names = list(p["mask_values"])
         elif p["mask_names"] is not None:
             mask_names = list(p["mask_names"])
             if len(mask_names) != n_masks:
-                raise ValueError(f"datasets entry of kind 'folder': params.mask_names has {len(mask_names)} names but "
-                                 f"{mask_files[rows[0]]} has {n_masks} plane(s)")
+                raise ValueError(
+                    f"datasets entry of kind 'folder': params.mask_names has {len(mask_names)} names but "
+                    f"{mask_files[rows[0]]} has {n_masks} plane(s)"
+                )
         else:
             mask_names = ["mask"] if n_masks == 1 else [f"mask{i}" for i in range(n_masks)]
-    meta = {"name": name, "channel_names": channel_names, "class_names": class_names, "split_names": list(SPLITS),
-            "mask_names": mask_names, "info": info}
+    meta = {
+        "name": name,
+        "channel_names": channel_names,
+        "class_names": class_names,
+        "split_names": list(SPLITS),
+        "mask_names": mask_names,
+        "info": info,
+    }
 
     empty = np.zeros(n_masks, np.int64)
     dropped_alpha = 0
@@ -490,22 +543,37 @@ def build_folder(out: Path, files: Mapping[str, Path], params: Mapping, caps: Ca
                     raise BuildError(mask_files[i], f"has {mask.shape[0]} plane(s), but the first mask has {n_masks}")
                 if mask.shape[1:] != img_hw:
                     if not p["resize_masks"]:
-                        raise BuildError(mask_files[i], f"size {mask.shape[1]}x{mask.shape[2]} differs from its image "
-                                                        f"{plan.files[i]} ({img_hw[0]}x{img_hw[1]}); set "
-                                                        "params.resize_masks: true to resize masks to their images")
+                        raise BuildError(
+                            mask_files[i],
+                            f"size {mask.shape[1]}x{mask.shape[2]} differs from its image "
+                            f"{plan.files[i]} ({img_hw[0]}x{img_hw[1]}); set "
+                            "params.resize_masks: true to resize masks to their images",
+                        )
                     mask = _resize_mask(mask, img_hw)
                 mask = _resize_mask(mask, (h, w))
                 empty += ~mask.reshape(n_masks, -1).any(axis=1)
-            writer.write(row, _resize_image(img, (h, w)), int(labels[i]), int(split[i]),
-                         None if mask is None else mask.astype(np.uint8))
+            writer.write(
+                row,
+                _resize_image(img, (h, w)),
+                int(labels[i]),
+                int(split[i]),
+                None if mask is None else mask.astype(np.uint8),
+            )
         writer.meta["info"].update(
-            rows=len(rows), stems=[plan.stems[i] for i in rows], dropped_alpha=dropped_alpha,
+            rows=len(rows),
+            stems=[plan.stems[i] for i in rows],
+            dropped_alpha=dropped_alpha,
             empty_masks={n: int(e) for n, e in zip(mask_names, empty, strict=True)},
             resized=bool(size is not None and any(s != (h, w) for s in plan.sizes)),
         )
         path = writer.close()
     for n, e in zip(mask_names, empty, strict=True):
         if e:
-            log.warning("folder %s: %d of %d mask(s) %r are empty (kept; their region component is all zero)",
-                        image_dir, int(e), len(rows), n)
+            log.warning(
+                "folder %s: %d of %d mask(s) %r are empty (kept; their region component is all zero)",
+                image_dir,
+                int(e),
+                len(rows),
+                n,
+            )
     return {name: path}

@@ -84,8 +84,14 @@ RESAMPLE = Image.Resampling.BILINEAR  # PIL's bilinear filter widens its support
 NCT_CLASSES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
 """Class folders of both zips, in the order of eva's ``class_to_idx`` (alphabetical)."""
 NCT_CLASS_NAMES = {
-    "ADI": "adipose", "BACK": "background", "DEB": "debris", "LYM": "lymphocytes", "MUC": "mucus",
-    "MUS": "smooth muscle", "NORM": "normal colon mucosa", "STR": "cancer-associated stroma",
+    "ADI": "adipose",
+    "BACK": "background",
+    "DEB": "debris",
+    "LYM": "lymphocytes",
+    "MUC": "mucus",
+    "MUS": "smooth muscle",
+    "NORM": "normal colon mucosa",
+    "STR": "cancer-associated stroma",
     "TUM": "colorectal adenocarcinoma epithelium",
 }
 NCT_TRAIN, NCT_TEST = "NCT-CRC-HE-100K.zip", "CRC-VAL-HE-7K.zip"
@@ -133,8 +139,11 @@ def _decode(data: bytes, where: str, what: str, native: int, size: int) -> np.nd
             if mode not in ("RGB", "RGBA"):
                 raise BuildError(where, f"is a {mode!r} image; expected 8-bit RGB {what}")
             if (w, h) != (native, native):
-                raise BuildError(where, f"is {w}x{h} px; expected {native}x{native} px (params "
-                                 f"{'tile_size' if what == 'TIFF' else 'patch_size'})")
+                raise BuildError(
+                    where,
+                    f"is {w}x{h} px; expected {native}x{native} px (params "
+                    f"{'tile_size' if what == 'TIFF' else 'patch_size'})",
+                )
             img.load()
             rgb = img.convert("RGB") if mode == "RGBA" else img  # drops alpha (as WILDS' convert('RGB'))
             if native != size:
@@ -193,8 +202,14 @@ def _read_tile(zf: zipfile.ZipFile, path: Path, info: zipfile.ZipInfo, native: i
 
 
 def _nct_meta(name: str, split_names: list[str], info: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "channel_names": CHANNELS, "class_names": NCT_CLASSES, "split_names": split_names,
-            "mask_names": [], "info": info}
+    return {
+        "name": name,
+        "channel_names": CHANNELS,
+        "class_names": NCT_CLASSES,
+        "split_names": split_names,
+        "mask_names": [],
+        "info": info,
+    }
 
 
 def _class_counts(labels: np.ndarray) -> dict[str, int]:
@@ -221,25 +236,42 @@ def build_nct_crc(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
         # rows chosen (caps) before anything is decoded
         pre_rows = caps.apply(np.arange(n_train), "pretrain", "train", seed)
         codes = three_way_split(n_train, (1.0 - val_fraction, val_fraction, 0.0), seed, f"{kind}/eval", train_labels)
-        eval_blocks = [caps.apply(np.flatnonzero(codes == 0), "eval", "train", seed),
-                       caps.apply(np.flatnonzero(codes == 1), "eval", "val", seed),
-                       caps.apply(np.arange(n_test), "eval", "test", seed)]
+        eval_blocks = [
+            caps.apply(np.flatnonzero(codes == 0), "eval", "train", seed),
+            caps.apply(np.flatnonzero(codes == 1), "eval", "val", seed),
+            caps.apply(np.arange(n_test), "eval", "test", seed),
+        ]
         if eval_blocks[1].size == 0:
-            raise ValueError(f"datasets entry of kind {kind!r}: params.val_fraction={val_fraction} leaves no "
-                             f"NCT-CRC-HE-100K tile of any class for eval/val ({n_train} tiles)")
+            raise ValueError(
+                f"datasets entry of kind {kind!r}: params.val_fraction={val_fraction} leaves no "
+                f"NCT-CRC-HE-100K tile of any class for eval/val ({n_train} tiles)"
+            )
 
-        common = {"source": "Kather et al. 2019, Zenodo 1214456", "tile_size": native, "size": size,
-                  "resample": None if size == native else "PIL bilinear (antialiased)",
-                  "class_full_names": NCT_CLASS_NAMES, "seed": int(seed), "caps": dict(caps.limits)}
-        pre_info = {**common, "archive": NCT_TRAIN, "n_archive": n_train,
-                    "class_counts": {"train": _class_counts(train_labels[pre_rows])}}
+        common = {
+            "source": "Kather et al. 2019, Zenodo 1214456",
+            "tile_size": native,
+            "size": size,
+            "resample": None if size == native else "PIL bilinear (antialiased)",
+            "class_full_names": NCT_CLASS_NAMES,
+            "seed": int(seed),
+            "caps": dict(caps.limits),
+        }
+        pre_info = {
+            **common,
+            "archive": NCT_TRAIN,
+            "n_archive": n_train,
+            "class_counts": {"train": _class_counts(train_labels[pre_rows])},
+        }
         eval_info = {
-            **common, "val_fraction": val_fraction, "archives": {"train": NCT_TRAIN, "val": NCT_TRAIN,
-                                                                  "test": NCT_TEST},
+            **common,
+            "val_fraction": val_fraction,
+            "archives": {"train": NCT_TRAIN, "val": NCT_TRAIN, "test": NCT_TEST},
             "protocol": "probe trained on NCT-CRC-HE-100K (val: stratified hold-out of it), tested on CRC-VAL-HE-7K",
             "n_archive": {NCT_TRAIN: n_train, NCT_TEST: n_test},
-            "class_counts": {split: _class_counts((test_labels if split == "test" else train_labels)[rows])
-                             for split, rows in zip(SPLITS, eval_blocks, strict=True)},
+            "class_counts": {
+                split: _class_counts((test_labels if split == "test" else train_labels)[rows])
+                for split, rows in zip(SPLITS, eval_blocks, strict=True)
+            },
         }
         # NCT-CRC-HE-100K tile index -> [(writer index, output row, split code)]
         targets: dict[int, list[tuple[int, int, int]]] = {}
@@ -252,9 +284,12 @@ def build_nct_crc(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
                 row += 1
         n_eval = sum(b.size for b in eval_blocks)
 
-        with (DatasetWriter(out / "pretrain", len(pre_rows), (3, size, size), _nct_meta("pretrain", ["train"],
-                                                                                       pre_info)) as w_pre,
-              DatasetWriter(out / "eval", n_eval, (3, size, size), _nct_meta("eval", SPLITS, eval_info)) as w_eval):
+        with (
+            DatasetWriter(
+                out / "pretrain", len(pre_rows), (3, size, size), _nct_meta("pretrain", ["train"], pre_info)
+            ) as w_pre,
+            DatasetWriter(out / "eval", n_eval, (3, size, size), _nct_meta("eval", SPLITS, eval_info)) as w_eval,
+        ):
             writers = (w_pre, w_eval)
             order = sorted(targets, key=lambda i: train_tiles[i].header_offset)  # archive order: sequential reads
             for done, i in enumerate(order, 1):
@@ -331,8 +366,11 @@ def _parse_metadata(data: bytes, where: str) -> dict[str, np.ndarray]:
         raise BuildError(where, "is empty (no header row)")
     header = [h.strip() for h in header]
     if missing := [c for c in CAMELYON_COLUMNS if c not in header]:
-        raise BuildError(where, f"is missing column(s) {missing}; has {header} (expected an unnamed index column "
-                         f"then {list(CAMELYON_COLUMNS)})")
+        raise BuildError(
+            where,
+            f"is missing column(s) {missing}; has {header} (expected an unnamed index column "
+            f"then {list(CAMELYON_COLUMNS)})",
+        )
     cols = {c: header.index(c) for c in CAMELYON_COLUMNS}
     values: dict[str, list] = {c: [] for c in CAMELYON_COLUMNS}
     for line, record in enumerate(reader, 2):
@@ -365,24 +403,34 @@ def _patch_name(meta: dict[str, np.ndarray], i: int) -> str:
     return f"patches/patient_{p}_node_{n}/patch_patient_{p}_node_{n}_x_{x}_y_{y}.png"
 
 
-def _camelyon_plan(meta: dict[str, np.ndarray], p: Mapping[str, Any], caps: Caps, seed: int,
-                   where: str) -> tuple[list[np.ndarray], dict[str, Any]]:
+def _camelyon_plan(
+    meta: dict[str, np.ndarray], p: Mapping[str, Any], caps: Caps, seed: int, where: str
+) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Metadata row indices of the train/val/test blocks (after caps) and the split description."""
     center, split = meta["center"], meta["split"]
     test_c, val_c = int(p["test_center"]), int(p["val_center"])
     train_centers = [c for c in range(CAMELYON_CENTERS) if c not in (test_c, val_c)]
     in_train = np.isin(center, train_centers)
-    masks = {"train": in_train & (split == 0),
-             "val": in_train & (split == 1) if p["val"] == "id" else center == val_c,
-             "test": center == test_c}
+    masks = {
+        "train": in_train & (split == 0),
+        "val": in_train & (split == 1) if p["val"] == "id" else center == val_c,
+        "test": center == test_c,
+    }
     blocks = [caps.apply(np.flatnonzero(masks[s]), "camelyon", s, seed) for s in SPLITS]
     for s, b in zip(SPLITS, blocks, strict=True):
         if b.size == 0:
-            raise BuildError(where, f"has no patch for the {s} split (train hospitals {train_centers}, val "
-                             f"{p['val']!r}, test hospital {test_c})")
-    desc = {"train_hospitals": train_centers, "val_hospitals": train_centers if p["val"] == "id" else [val_c],
-            "test_hospital": test_c, "val": p["val"],
-            "wilds_splits": {"train": "train", "val": "id_val" if p["val"] == "id" else "val (OOD)", "test": "test"}}
+            raise BuildError(
+                where,
+                f"has no patch for the {s} split (train hospitals {train_centers}, val "
+                f"{p['val']!r}, test hospital {test_c})",
+            )
+    desc = {
+        "train_hospitals": train_centers,
+        "val_hospitals": train_centers if p["val"] == "id" else [val_c],
+        "test_hospital": test_c,
+        "val": p["val"],
+        "wilds_splits": {"train": "train", "val": "id_val" if p["val"] == "id" else "val (OOD)", "test": "test"},
+    }
     return blocks, desc
 
 
@@ -428,16 +476,35 @@ def build_camelyon17(out: Path, files: Mapping[str, Path], params: Mapping, caps
             wanted[member_name] = row
         codes = np.repeat(np.arange(3, dtype=np.uint8), [b.size for b in blocks])
         labels = meta["tumor"][order]
-        counts = {s: {str(c): [int(((meta["center"][b] == c) & (meta["tumor"][b] == k)).sum()) for k in (0, 1)]
-                      for c in sorted(set(meta["center"][b].tolist()))} for s, b in zip(SPLITS, blocks, strict=True)}
-        info = {"source": "Camelyon17-WILDS v1.0 (Koh et al. 2021; Bandi et al. 2018)", "archive": CAMELYON_ARCHIVE,
-                **desc, "label_rule": "tumour = WILDS 'tumor' (tumour tissue in the central 32x32 px of the patch)",
-                "patch_size": native, "size": size,
-                "resample": None if size == native else "PIL bilinear (antialiased)",
-                "n_archive": int(meta["tumor"].size), "seed": int(seed), "caps": dict(caps.limits),
-                "counts": counts, "counts_note": "split -> hospital -> [normal, tumour] patches"}
-        meta_out = {"name": "camelyon", "channel_names": CHANNELS, "class_names": CAMELYON_CLASSES,
-                    "split_names": SPLITS, "mask_names": [], "info": info}
+        counts = {
+            s: {
+                str(c): [int(((meta["center"][b] == c) & (meta["tumor"][b] == k)).sum()) for k in (0, 1)]
+                for c in sorted(set(meta["center"][b].tolist()))
+            }
+            for s, b in zip(SPLITS, blocks, strict=True)
+        }
+        info = {
+            "source": "Camelyon17-WILDS v1.0 (Koh et al. 2021; Bandi et al. 2018)",
+            "archive": CAMELYON_ARCHIVE,
+            **desc,
+            "label_rule": "tumour = WILDS 'tumor' (tumour tissue in the central 32x32 px of the patch)",
+            "patch_size": native,
+            "size": size,
+            "resample": None if size == native else "PIL bilinear (antialiased)",
+            "n_archive": int(meta["tumor"].size),
+            "seed": int(seed),
+            "caps": dict(caps.limits),
+            "counts": counts,
+            "counts_note": "split -> hospital -> [normal, tumour] patches",
+        }
+        meta_out = {
+            "name": "camelyon",
+            "channel_names": CHANNELS,
+            "class_names": CAMELYON_CLASSES,
+            "split_names": SPLITS,
+            "mask_names": [],
+            "info": info,
+        }
         total = len(wanted)
         with DatasetWriter(out / "camelyon", total, (3, size, size), meta_out) as writer:
 
@@ -460,8 +527,11 @@ def build_camelyon17(out: Path, files: Mapping[str, Path], params: Mapping, caps
                 fill(stream, iter(stream), meta_name)
             if wanted:
                 first = min(wanted, key=wanted.__getitem__)
-                raise BuildError(f"{path}:{first}", f"is listed in metadata.csv but missing from the archive "
-                                 f"({len(wanted)} of {total} chosen patches missing; the archive ended normally)")
+                raise BuildError(
+                    f"{path}:{first}",
+                    f"is listed in metadata.csv but missing from the archive "
+                    f"({len(wanted)} of {total} chosen patches missing; the archive ended normally)",
+                )
     finally:
         stream.close()
     return {"camelyon": out / "camelyon"}

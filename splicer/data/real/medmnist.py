@@ -4,7 +4,7 @@ Each ``<flag>[_<size>].npz`` holds ``{train,val,test}_images`` (N, S, S) uint8 g
 ``{train,val,test}_labels`` (N, L) integers. The arrays are read member by member from the zip with
 :mod:`numpy.lib.format` (never unpickled), image rows streamed in chunks so that only the rows kept by the caps
 are held in memory (a 224 px ChestMNIST is ~5.6 GB of pixels). Label names, task and counts come from the
-installed ``medmnist`` package's ``INFO`` (loaded by :func:`splicer.data.sources._medmnist_info`).
+installed ``medmnist`` package's ``INFO`` (loaded by :func:`splicer.data.sources.medmnist_info`).
 
 Datasets (names, channels, classes and splits as the demo family of :func:`splicer.data.demo.make_xray`; images
 (1, S, S) uint8, channel ``"X-ray"``, no masks -- lung masks are added by the segment stage):
@@ -33,24 +33,31 @@ import numpy as np
 
 from splicer.data.format import DatasetWriter
 from splicer.data.real.common import SPLITS, BuildError, Caps, check_params, require
-from splicer.data.sources import _medmnist_info, _medmnist_sizes
+from splicer.data.sources import medmnist_info, medmnist_sizes
 
-__all__ = ["DEFAULTS", "XRAY_CLASSES", "build_chestmnist", "build_pneumoniamnist", "read_npz_array"]
+__all__ = [
+    "CHESTMNIST_DEFAULTS",
+    "DEFAULTS",
+    "PNEUMONIAMNIST_DEFAULTS",
+    "XRAY_CLASSES",
+    "build_chestmnist",
+    "build_pneumoniamnist",
+    "read_npz_array",
+]
 
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "chestmnist": {
-        # image side 28, 64, 128 or 224; None = the size of the one chestmnist[_<size>].npz provided (the datasets
-        # entry's source.size picks which file is downloaded); when set, it must match the file's images
-        "size": None,
-        # upstream ChestMNIST splits pooled into the single-split pretraining set (the paper does not say; the
-        # official train split keeps val/test unseen, as MedMNIST's own protocol does)
-        "splits": ["train"],
-    },
-    "pneumoniamnist": {
-        # image side 28, 64, 128 or 224; None = the size of the one pneumoniamnist[_<size>].npz provided
-        "size": None,
-    },
+CHESTMNIST_DEFAULTS: dict[str, Any] = {
+    # image side 28, 64, 128 or 224; None = the size of the one chestmnist[_<size>].npz provided (the datasets
+    # entry's source.size picks which file is downloaded); when set, it must match the file's images
+    "size": None,
+    # upstream ChestMNIST splits pooled into the single-split pretraining set (the paper does not say; the
+    # official train split keeps val/test unseen, as MedMNIST's own protocol does)
+    "splits": ["train"],
 }
+PNEUMONIAMNIST_DEFAULTS: dict[str, Any] = {
+    # image side 28, 64, 128 or 224; None = the size of the one pneumoniamnist[_<size>].npz provided
+    "size": None,
+}
+DEFAULTS = {"chestmnist": CHESTMNIST_DEFAULTS, "pneumoniamnist": PNEUMONIAMNIST_DEFAULTS}
 
 XRAY_CLASSES = ["normal", "pneumonia"]
 """Class names of both x-ray datasets (as the demo's ``xray`` family and PneumoniaMNIST's INFO labels)."""
@@ -155,7 +162,7 @@ def read_npz_array(path: str | Path, key: str) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------------ checks
 def _flag_info(flag: str) -> tuple[dict[str, Any], str]:
-    module = _medmnist_info()
+    module = medmnist_info()
     if flag not in module.INFO:
         raise ValueError(f"the installed medmnist {module.__version__} has no dataset {flag!r}")
     return module.INFO[flag], str(module.__version__)
@@ -171,8 +178,9 @@ def _locate(flag: str, files: Mapping[str, Path], size: int | None) -> tuple[Pat
     if not found:
         return require(files, f"{flag}.npz", flag), 28  # raises, listing what was provided
     if len(found) > 1:
-        raise BuildError(f"resources/{flag}", f"several {flag} sizes were provided ({sorted(found)}); choose one with "
-                         f"params.size")
+        raise BuildError(
+            f"resources/{flag}", f"several {flag} sizes were provided ({sorted(found)}); choose one with params.size"
+        )
     name = next(iter(found))
     return require(files, name, flag), found[name]
 
@@ -181,16 +189,24 @@ def _check(flag: str, params: Mapping) -> dict[str, Any]:
     p = check_params(flag, params, DEFAULTS[flag])
     size = p["size"]
     if size is not None:
-        sizes = _medmnist_sizes(_flag_info(flag)[0])
+        sizes = medmnist_sizes(_flag_info(flag)[0])
         if isinstance(size, bool) or not isinstance(size, int) or size not in sizes:
-            raise ValueError(f"datasets entry of kind {flag!r}: params.size must be one of {sizes} (or null to use "
-                             f"the file provided), got {size!r}")
+            raise ValueError(
+                f"datasets entry of kind {flag!r}: params.size must be one of {sizes} (or null to use "
+                f"the file provided), got {size!r}"
+            )
     if "splits" in p:
         splits = p["splits"]
-        if not isinstance(splits, list | tuple) or not splits or any(s not in SPLITS for s in splits) \
-                or len(set(splits)) != len(splits):
-            raise ValueError(f"datasets entry of kind {flag!r}: params.splits must be a non-empty list of distinct "
-                             f"names from {SPLITS}, got {splits!r}")
+        if (
+            not isinstance(splits, list | tuple)
+            or not splits
+            or any(s not in SPLITS for s in splits)
+            or len(set(splits)) != len(splits)
+        ):
+            raise ValueError(
+                f"datasets entry of kind {flag!r}: params.splits must be a non-empty list of distinct "
+                f"names from {SPLITS}, got {splits!r}"
+            )
         p["splits"] = [s for s in SPLITS if s in splits]  # upstream order
     return p
 
@@ -204,32 +220,62 @@ def _check_arrays(npz: _Npz, split: str, size: int, n_columns: int, n_values: in
     if not grey or dtype != np.uint8:
         raise BuildError(npz.where(img_key), f"expected greyscale uint8 images (N, H, W), got {dtype} {shape}")
     if shape[1:3] != (size, size):
-        raise BuildError(npz.where(img_key), f"images are {shape[1]}x{shape[2]}, expected {size}x{size} (the size "
-                         f"of {npz.path.name} / params.size)")
+        raise BuildError(
+            npz.where(img_key),
+            f"images are {shape[1]}x{shape[2]}, expected {size}x{size} (the size of {npz.path.name} / params.size)",
+        )
     labels = npz.read(lab_key)
     if labels.ndim == 1:
         labels = labels[:, None]
     if labels.ndim != 2 or labels.shape != (shape[0], n_columns) or not np.issubdtype(labels.dtype, np.integer):
-        raise BuildError(npz.where(lab_key), f"expected integer labels ({shape[0]}, {n_columns}) for {shape[0]} "
-                         f"images, got {labels.dtype} {labels.shape}")
+        raise BuildError(
+            npz.where(lab_key),
+            f"expected integer labels ({shape[0]}, {n_columns}) for {shape[0]} "
+            f"images, got {labels.dtype} {labels.shape}",
+        )
     if labels.size and (labels.min() < 0 or labels.max() >= n_values):
-        raise BuildError(npz.where(lab_key), f"label values must lie in [0, {n_values}), got "
-                         f"[{labels.min()}, {labels.max()}]")
+        raise BuildError(
+            npz.where(lab_key), f"label values must lie in [0, {n_values}), got [{labels.min()}, {labels.max()}]"
+        )
     return int(shape[0]), labels.astype(np.int64)
 
 
 def _base_info(flag: str, info: dict, version: str, size: int, seed: int, caps: Caps, counts: dict) -> dict:
-    return {"family": "xray", "source": f"MedMNIST v2 {flag}", "medmnist_flag": flag, "medmnist_version": version,
-            "size": size, "seed": int(seed), "task": info.get("task"), "description": info.get("description"),
-            "license": info.get("license"), "upstream_counts": counts, "caps": caps.limits}
+    return {
+        "family": "xray",
+        "source": f"MedMNIST v2 {flag}",
+        "medmnist_flag": flag,
+        "medmnist_version": version,
+        "size": size,
+        "seed": int(seed),
+        "task": info.get("task"),
+        "description": info.get("description"),
+        "license": info.get("license"),
+        "upstream_counts": counts,
+        "caps": caps.limits,
+    }
 
 
-def _write(out: Path, name: str, npz: _Npz, parts: list[tuple[str, np.ndarray, np.ndarray, int]], size: int,
-           split_names: list[str], class_names: list[str], info: dict) -> Path:
+def _write(
+    out: Path,
+    name: str,
+    npz: _Npz,
+    parts: list[tuple[str, np.ndarray, np.ndarray, int]],
+    size: int,
+    split_names: list[str],
+    class_names: list[str],
+    info: dict,
+) -> Path:
     """Write dataset ``name``: ``parts`` = (upstream split, kept rows, their labels, split code) in output order."""
     n = sum(rows.size for _, rows, _, _ in parts)
-    meta = {"name": name, "channel_names": CHANNELS, "class_names": class_names, "split_names": split_names,
-            "mask_names": [], "info": info}
+    meta = {
+        "name": name,
+        "channel_names": CHANNELS,
+        "class_names": class_names,
+        "split_names": split_names,
+        "mask_names": [],
+        "info": info,
+    }
     with DatasetWriter(out / name, n, (1, size, size), meta) as writer:
         offset = 0
         for split, rows, labels, code in parts:
@@ -262,22 +308,25 @@ def build_chestmnist(out: Path, files: Mapping[str, Path], params: Mapping, caps
                 y.append(labels[:, col])
         src_split, src_row, y = (np.concatenate(a) for a in (src_split, src_row, y))
         keep = caps.apply(np.arange(y.size), DATASET[flag], "train", seed)
-        parts = [(s, src_row[keep][src_split[keep] == SPLITS.index(s)], y[keep][src_split[keep] == SPLITS.index(s)], 0)
-                 for s in p["splits"]]
+        parts = [
+            (s, src_row[keep][src_split[keep] == SPLITS.index(s)], y[keep][src_split[keep] == SPLITS.index(s)], 0)
+            for s in p["splits"]
+        ]
         meta_info = {
             **_base_info(flag, info, version, size, seed, caps, counts),
             "pooled_splits": p["splits"],
             "rows_per_upstream_split": {s: int(r.size) for s, r, _, _ in parts},
             "findings": findings,
             "label_rule": f"1 if the ChestMNIST finding 'pneumonia' (label column {col}) is present, else 0 (other "
-                          "findings may be present); class 'normal' = no pneumonia finding",
+            "findings may be present); class 'normal' = no pneumonia finding",
             "prevalence": float(y[keep].mean()) if keep.size else None,
         }
         return {DATASET[flag]: _write(out, DATASET[flag], npz, parts, size, ["train"], XRAY_CLASSES, meta_info)}
 
 
-def build_pneumoniamnist(out: Path, files: Mapping[str, Path], params: Mapping, caps: Caps,
-                         seed: int) -> dict[str, Path]:
+def build_pneumoniamnist(
+    out: Path, files: Mapping[str, Path], params: Mapping, caps: Caps, seed: int
+) -> dict[str, Path]:
     """PneumoniaMNIST -> ``pneumonia`` with the npz's train/val/test splits (see the module docstring)."""
     flag = "pneumoniamnist"
     p = _check(flag, params)
@@ -291,6 +340,8 @@ def build_pneumoniamnist(out: Path, files: Mapping[str, Path], params: Mapping, 
             counts[split] = n
             rows = caps.apply(np.arange(n), DATASET[flag], split, seed)
             parts.append((split, rows, labels[rows, 0], code))
-        meta_info = {**_base_info(flag, info, version, size, seed, caps, counts),
-                     "counts": {s: int(r.size) for s, r, _, _ in parts}}
+        meta_info = {
+            **_base_info(flag, info, version, size, seed, caps, counts),
+            "counts": {s: int(r.size) for s, r, _, _ in parts},
+        }
         return {DATASET[flag]: _write(out, DATASET[flag], npz, parts, size, SPLITS, class_names, meta_info)}

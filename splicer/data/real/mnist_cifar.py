@@ -105,8 +105,11 @@ def read_idx(path: str | Path, what: str) -> np.ndarray:
         raise BuildError(path, f"idx header truncated ({len(raw)} bytes)")
     magic = int.from_bytes(raw[:4], "big")
     if magic != _IDX_MAGIC[what]:
-        raise BuildError(path, f"bad idx magic number {magic} (0x{magic:08x}); expected {_IDX_MAGIC[what]} "
-                         f"(0x{_IDX_MAGIC[what]:08x}) for an idx ubyte {what} file")
+        raise BuildError(
+            path,
+            f"bad idx magic number {magic} (0x{magic:08x}); expected {_IDX_MAGIC[what]} "
+            f"(0x{_IDX_MAGIC[what]:08x}) for an idx ubyte {what} file",
+        )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
@@ -117,8 +120,9 @@ def read_idx(path: str | Path, what: str) -> np.ndarray:
     size = int(np.prod(dims, dtype=np.int64))
     if len(raw) - header != size:
         problem = "truncated" if len(raw) - header < size else "has trailing bytes"
-        raise BuildError(path, f"idx data {problem}: {len(raw) - header} bytes after the header, dimensions "
-                         f"{dims} need {size}")
+        raise BuildError(
+            path, f"idx data {problem}: {len(raw) - header} bytes after the header, dimensions {dims} need {size}"
+        )
     return np.frombuffer(raw, np.uint8, count=size, offset=header).reshape(dims)
 
 
@@ -137,8 +141,13 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays only (no other global is resolved: no code runs)."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric",
-                      "numpy._core.numeric"):
+        if module in (
+            "numpy",
+            "numpy.core.multiarray",
+            "numpy._core.multiarray",
+            "numpy.core.numeric",
+            "numpy._core.numeric",
+        ):
             if module == "numpy" and name in ("ndarray", "dtype"):
                 return getattr(np, name)
             if module.endswith("multiarray") and name in ("_reconstruct", "scalar"):
@@ -225,21 +234,28 @@ def read_cifar_batches(path: str | Path, keep: list[int] | None = None) -> dict[
 def _check(params: Mapping) -> dict[str, Any]:
     p = check_params(KIND, params, DEFAULTS)
     if not 0.0 < float(p["val_fraction"]) < 1.0:
-        raise ValueError(f"datasets entry of kind {KIND!r}: params.val_fraction must be in (0, 1), "
-                         f"got {p['val_fraction']!r}")
+        raise ValueError(
+            f"datasets entry of kind {KIND!r}: params.val_fraction must be in (0, 1), got {p['val_fraction']!r}"
+        )
     for key, top in (("mnist_digits", 10), ("cifar_classes", len(CIFAR10_CLASSES))):
         v = list(p[key])
-        if (len(v) != 2 or len(set(v)) != 2
-                or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < top for x in v)):
-            raise ValueError(f"datasets entry of kind {KIND!r}: params.{key} must be two different integers in "
-                             f"[0, {top}), got {p[key]!r}")
+        if (
+            len(v) != 2
+            or len(set(v)) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < top for x in v)
+        ):
+            raise ValueError(
+                f"datasets entry of kind {KIND!r}: params.{key} must be two different integers in "
+                f"[0, {top}), got {p[key]!r}"
+            )
         p[key] = v
     return p
 
 
 # ------------------------------------------------------------------------------------------------------ pairing
-def _pair(mnist_labels: np.ndarray, cifar_labels: np.ndarray, p: dict, seed: int, pool: str,
-          files: dict[str, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def _pair(
+    mnist_labels: np.ndarray, cifar_labels: np.ndarray, p: dict, seed: int, pool: str, files: dict[str, str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """(MNIST index, CIFAR index, label) of every pair of one upstream pool, shuffled; plus counts."""
     m_idx, c_idx, labels = [], [], []
     counts: dict[str, Any] = {}
@@ -248,8 +264,10 @@ def _pair(mnist_labels: np.ndarray, cifar_labels: np.ndarray, p: dict, seed: int
         if ms.size == 0:
             raise BuildError(files["mnist"], f"no MNIST digit {digit} in the {pool} labels (class {c})")
         if cs.size == 0:
-            raise BuildError(files["cifar"], f"no CIFAR-10 {CIFAR10_CLASSES[cifar]} (label {cifar}) in the {pool} "
-                             f"batches (class {c})")
+            raise BuildError(
+                files["cifar"],
+                f"no CIFAR-10 {CIFAR10_CLASSES[cifar]} (label {cifar}) in the {pool} batches (class {c})",
+            )
         rng = stable_rng(seed, KIND, "pair", pool, str(c))
         k = min(ms.size, cs.size)
         m_idx.append(rng.permutation(ms)[:k])
@@ -300,15 +318,17 @@ def build_mnist_cifar(out: Path, files: Mapping[str, Path], params: Mapping, cap
         img_file, lab_file = (paths[n] for n in MNIST_FILES[pool])
         mnist_images[pool] = read_idx(img_file, "images")
         if mnist_images[pool].shape[0] != mnist_labels[pool].shape[0]:
-            raise BuildError(img_file, f"{mnist_images[pool].shape[0]} images but {lab_file.name} has "
-                             f"{mnist_labels[pool].shape[0]} labels")
+            raise BuildError(
+                img_file,
+                f"{mnist_images[pool].shape[0]} images but {lab_file.name} has {mnist_labels[pool].shape[0]} labels",
+            )
 
     def mnist_half(r: np.ndarray) -> np.ndarray:
         """(n, 3, 32, 32): the MNIST digits of rows ``r``, zero-padded and repeated to R, G, B."""
         digits = np.zeros((r.size, HALF, HALF), np.uint8)
         for code, pool in enumerate(POOLS):
             sel = pool_of[r] == code
-            digits[sel, _PAD:_PAD + MNIST_SIDE, _PAD:_PAD + MNIST_SIDE] = mnist_images[pool][src_m[r[sel]]]
+            digits[sel, _PAD : _PAD + MNIST_SIDE, _PAD : _PAD + MNIST_SIDE] = mnist_images[pool][src_m[r[sel]]]
         return np.repeat(digits[:, None], 3, axis=1)
 
     def cifar_half(r: np.ndarray) -> np.ndarray:
@@ -320,17 +340,29 @@ def build_mnist_cifar(out: Path, files: Mapping[str, Path], params: Mapping, cap
         return half.reshape(-1, 3, HALF, HALF)
 
     classes = ["0", "1"]
-    meaning = {str(c): f"digit {d} / {CIFAR10_CLASSES[k]}"
-               for c, (d, k) in enumerate(zip(p["mnist_digits"], p["cifar_classes"], strict=True))}
+    meaning = {
+        str(c): f"digit {d} / {CIFAR10_CLASSES[k]}"
+        for c, (d, k) in enumerate(zip(p["mnist_digits"], p["cifar_classes"], strict=True))
+    }
     regions = {"mnist": {"rows": [0, HALF], "cols": [0, HALF]}, "cifar": {"rows": [HALF, 2 * HALF], "cols": [0, HALF]}}
     base_info = {
-        "family": KIND, "source": "MNIST + CIFAR-10 (Shah et al. 2020 MNIST-CIFAR)", "seed": int(seed),
-        "half_size": HALF, "regions": regions, "class_meaning": meaning, "mnist_digits": p["mnist_digits"],
-        "cifar_classes": p["cifar_classes"], "val_fraction": float(p["val_fraction"]),
+        "family": KIND,
+        "source": "MNIST + CIFAR-10 (Shah et al. 2020 MNIST-CIFAR)",
+        "seed": int(seed),
+        "half_size": HALF,
+        "regions": regions,
+        "class_meaning": meaning,
+        "mnist_digits": p["mnist_digits"],
+        "cifar_classes": p["cifar_classes"],
+        "val_fraction": float(p["val_fraction"]),
         "pairing": "per pool and class, shuffled MNIST and CIFAR images matched one to one (surplus dropped)",
-        "upstream": upstream, "caps": caps.limits,
-        "splits_from": {"train": "upstream train pairs", "val": "carved from the upstream train pairs",
-                        "test": "upstream test pairs"},
+        "upstream": upstream,
+        "caps": caps.limits,
+        "splits_from": {
+            "train": "upstream train pairs",
+            "val": "carved from the upstream train pairs",
+            "test": "upstream test pairs",
+        },
     }
     half_info = {k: v for k, v in base_info.items() if k != "regions"}
     rgb = ["R", "G", "B"]
@@ -340,16 +372,26 @@ def build_mnist_cifar(out: Path, files: Mapping[str, Path], params: Mapping, cap
         split_names = list(r)
         codes = np.concatenate([np.full(r[s].size, k, np.uint8) for k, s in enumerate(split_names)])
         labels = np.concatenate([y[r[s]] for s in split_names])
-        meta = {"name": name, "channel_names": rgb, "class_names": classes, "split_names": split_names,
-                "mask_names": [], "info": {**info, "counts": {s: int(r[s].size) for s in split_names}}}
+        meta = {
+            "name": name,
+            "channel_names": rgb,
+            "class_names": classes,
+            "split_names": split_names,
+            "mask_names": [],
+            "info": {**info, "counts": {s: int(r[s].size) for s in split_names}},
+        }
         written[name] = save_dataset(out / name, images, labels, codes, meta)
 
     def flat(r: dict[str, np.ndarray]) -> np.ndarray:
         return np.concatenate(list(r.values()))
 
     r = rows["pretrain"]
-    save("pretrain", np.concatenate([mnist_half(flat(r)), cifar_half(flat(r))], 2), r,
-         {**base_info, "randomised": None, "pool": "the train split's pairs"})
+    save(
+        "pretrain",
+        np.concatenate([mnist_half(flat(r)), cifar_half(flat(r))], 2),
+        r,
+        {**base_info, "randomised": None, "pool": "the train split's pairs"},
+    )
     r = rows["pretrain_cifar_only"]
     save("pretrain_cifar_only", cifar_half(flat(r)), r, {**half_info, "randomised": None, "component": "cifar"})
 
@@ -364,8 +406,10 @@ def build_mnist_cifar(out: Path, files: Mapping[str, Path], params: Mapping, cap
                 agree[s] = float(np.mean(y[shuffled] == y[r[s]])) if r[s].size else None
         info = {**base_info, "randomised": randomised}
         if randomised:
-            info["randomisation"] = (f"the {randomised.upper()} halves are shuffled among the rows of each split, so "
-                                     f"their class is independent of the label")
+            info["randomisation"] = (
+                f"the {randomised.upper()} halves are shuffled among the rows of each split, so "
+                f"their class is independent of the label"
+            )
             info["randomised_half_agrees_with_label"] = agree
         top, bottom = mnist_half(np.concatenate(top_rows)), cifar_half(np.concatenate(bottom_rows))
         save(name, np.concatenate([top, bottom], 2), r, info)

@@ -78,10 +78,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from splicer.data.vocab import CELL_TYPES, MULTIPLEX_CHANNELS, T_SUBTYPES
 from splicer.data.format import DatasetWriter
 from splicer.data.real.common import SPLITS, BuildError, Caps, check_params, require, split_order, stable_rng
 from splicer.data.sources import ORION_SLIDES, _orion_slide_id
+from splicer.data.vocab import CELL_TYPES, MULTIPLEX_CHANNELS, T_SUBTYPES
 
 __all__ = ["DECISION_TREE", "DEFAULTS", "FINE_TYPES", "GATE_MARKERS", "build_orion_crc", "gate_cells", "read_markers"]
 
@@ -141,8 +141,11 @@ def _slides(files: Mapping[str, Path]) -> list[_Slide]:
         if image in files or cells in files:
             found.append(_Slide(folder, require(files, image, KIND), require(files, cells, KIND)))
     if not found:
-        raise BuildError(f"resources/{KIND}", f"no Orion-CRC slide image or cell table among the archives "
-                         f"{sorted(files)}; expected names like '<image>-zlib.ome.tiff' and 'P37_S29-CRC01.csv'")
+        raise BuildError(
+            f"resources/{KIND}",
+            f"no Orion-CRC slide image or cell table among the archives "
+            f"{sorted(files)}; expected names like '<image>-zlib.ome.tiff' and 'P37_S29-CRC01.csv'",
+        )
     return found
 
 
@@ -151,8 +154,7 @@ def read_markers(path: Path) -> list[str]:
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
         if "marker_name" not in table.columns:  # legacy: no header, first column = names
-            table = pd.read_csv(path, header=None, usecols=[0], names=["marker_name"], dtype=str,
-                                keep_default_na=False)
+            table = pd.read_csv(path, header=None, usecols=[0], names=["marker_name"], dtype=str, keep_default_na=False)
     except (ValueError, OSError, UnicodeDecodeError) as err:
         raise BuildError(path, f"cannot be read as a marker list ({err})") from err
     names = [str(n).strip() for n in table["marker_name"]]
@@ -160,8 +162,11 @@ def read_markers(path: Path) -> list[str]:
         unexpected = sorted(set(names) - set(MULTIPLEX_CHANNELS))
         missing = sorted(set(MULTIPLEX_CHANNELS) - set(names))
         dup = sorted({n for n in names if names.count(n) > 1})
-        raise BuildError(path, f"must name the 19 Orion-CRC channels {MULTIPLEX_CHANNELS} once each; got "
-                         f"{len(names)} names (unexpected {unexpected}, missing {missing}, repeated {dup})")
+        raise BuildError(
+            path,
+            f"must name the 19 Orion-CRC channels {MULTIPLEX_CHANNELS} once each; got "
+            f"{len(names)} names (unexpected {unexpected}, missing {missing}, repeated {dup})",
+        )
     return names
 
 
@@ -172,8 +177,11 @@ def _read_cells(path: Path, markers: Sequence[str], width: int, height: int) -> 
     except (ValueError, OSError, UnicodeDecodeError) as err:
         raise BuildError(path, f"cannot be read as a per-cell CSV ({err})") from err
     if missing := [c for c in (*markers, *CENTROIDS) if c not in header]:
-        raise BuildError(path, f"per-cell table lacks column(s) {missing} (needs one mean-intensity column per "
-                         f"marker of markers.csv and {list(CENTROIDS)}); has {header[:30]}")
+        raise BuildError(
+            path,
+            f"per-cell table lacks column(s) {missing} (needs one mean-intensity column per "
+            f"marker of markers.csv and {list(CENTROIDS)}); has {header[:30]}",
+        )
     cols = [*CENTROIDS, *GATE_MARKERS]
     try:
         table = pd.read_csv(path, usecols=cols)
@@ -186,8 +194,11 @@ def _read_cells(path: Path, markers: Sequence[str], width: int, height: int) -> 
     outside = (x < 0) | (x >= width) | (y < 0) | (y >= height)
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
-        raise BuildError(path, f"{int(outside.sum())} centroid(s) lie outside the {width}x{height} image (first: "
-                         f"X={x[i]}, Y={y[i]}): table and image of different slides?")
+        raise BuildError(
+            path,
+            f"{int(outside.sum())} centroid(s) lie outside the {width}x{height} image (first: "
+            f"X={x[i]}, Y={y[i]}): table and image of different slides?",
+        )
     return table, int((~complete).sum())
 
 
@@ -244,8 +255,16 @@ def gate_cells(table: pd.DataFrame, thresholds: Mapping[str, float]) -> tuple[np
     one = (t.astype(int) + b + mac) == 1
     coarse = np.select(
         [ck & cd45, ck, cd45 & one & t, cd45 & one & b, cd45 & one & mac, cd45, pos["CD31"], pos["SMA"]],
-        [-1, _COARSE["tumour"], _T, _COARSE["B cell"], _COARSE["macrophage"], -1, _COARSE["endothelial"],
-         _COARSE["stromal"]],
+        [
+            -1,
+            _COARSE["tumour"],
+            _T,
+            _COARSE["B cell"],
+            _COARSE["macrophage"],
+            -1,
+            _COARSE["endothelial"],
+            _COARSE["stromal"],
+        ],
         default=-1,
     ).astype(np.int64)
     cd4, cd8, foxp3 = pos["CD4"], pos["CD8a"], pos["FOXP3"]
@@ -287,30 +306,42 @@ class _LazyImage:
         series = self.tif.series[0]
         shape, axes = tuple(series.shape), series.axes
         if len(shape) != 3 or axes[-2:] != "YX" or axes[0] not in "CIQZT":
-            raise BuildError(self.path, f"unsupported layout: first series has shape {shape} axes {axes!r}; expected "
-                             f"(channels, Y, X)")
+            raise BuildError(
+                self.path,
+                f"unsupported layout: first series has shape {shape} axes {axes!r}; expected (channels, Y, X)",
+            )
         if shape[0] != n_channels:
-            raise BuildError(self.path, f"has {shape[0]} channels but markers.csv names {n_channels} (Orion-CRC "
-                             f"images have 19)")
+            raise BuildError(
+                self.path, f"has {shape[0]} channels but markers.csv names {n_channels} (Orion-CRC images have 19)"
+            )
         pages = list(series.pages)
         if len(pages) != shape[0] or any(p is None for p in pages):
-            raise BuildError(self.path, f"unsupported layout: {len(pages)} level-0 pages for {shape[0]} channels "
-                             f"(expected one page per channel)")
+            raise BuildError(
+                self.path,
+                f"unsupported layout: {len(pages)} level-0 pages for {shape[0]} channels "
+                f"(expected one page per channel)",
+            )
         self.height, self.width = int(shape[1]), int(shape[2])
         self.pages = pages
         grids = set()
         for i, page in enumerate(pages):
             key = page.keyframe
             if key.samplesperpixel != 1 or key.imagedepth != 1 or tuple(key.shape[-2:]) != (self.height, self.width):
-                raise BuildError(self.path, f"unsupported layout: page {i} has shape {key.shape}, "
-                                 f"{key.samplesperpixel} samples per pixel, depth {key.imagedepth}")
+                raise BuildError(
+                    self.path,
+                    f"unsupported layout: page {i} has shape {key.shape}, "
+                    f"{key.samplesperpixel} samples per pixel, depth {key.imagedepth}",
+                )
             if key.dtype is None or key.dtype.kind != "u" or key.dtype.itemsize > 2:
                 raise BuildError(self.path, f"page {i} has pixel type {key.dtype}; expected uint8 or uint16")
             tile_h, tile_w = (int(v) for v in key.chunks[-2:])
             ny, nx = -(-self.height // tile_h), -(-self.width // tile_w)
             if len(key.chunks) != 2 or len(page.dataoffsets) != ny * nx:
-                raise BuildError(self.path, f"unsupported layout: page {i} has {len(page.dataoffsets)} "
-                                 f"segments of {key.chunks} for a {self.height}x{self.width} image")
+                raise BuildError(
+                    self.path,
+                    f"unsupported layout: page {i} has {len(page.dataoffsets)} "
+                    f"segments of {key.chunks} for a {self.height}x{self.width} image",
+                )
             grids.add((tile_h, tile_w, nx))
         if len(grids) != 1:
             raise BuildError(self.path, f"unsupported layout: channel pages use different tile grids {sorted(grids)}")
@@ -339,8 +370,9 @@ class _LazyImage:
             segment, _, _ = frame.decode(data, index, jpegtables=frame.jpegtables)
             return np.asarray(segment).reshape(segment.shape[-3], segment.shape[-2])
         except Exception as err:
-            raise BuildError(self.path, f"cannot decode tile {index} of channel page {channel} "
-                             f"({type(err).__name__}: {err})") from err
+            raise BuildError(
+                self.path, f"cannot decode tile {index} of channel page {channel} ({type(err).__name__}: {err})"
+            ) from err
 
     def _stack(self, index: int) -> np.ndarray:
         """Tile ``index`` of every channel, (C, h, w), decoded once while it stays in the cache."""
@@ -372,7 +404,7 @@ class _LazyImage:
                 ya, yb = max(r0, y0), min(r1, y0 + stack.shape[1])
                 xa, xb = max(c0, x0), min(c1, x0 + stack.shape[2])
                 if ya < yb and xa < xb:
-                    out[:, ya - top:yb - top, xa - left:xb - left] = stack[:, ya - y0:yb - y0, xa - x0:xb - x0]
+                    out[:, ya - top : yb - top, xa - left : xb - left] = stack[:, ya - y0 : yb - y0, xa - x0 : xb - x0]
 
 
 def _ome_pixel_size(tif: Any) -> float | None:
@@ -390,8 +422,10 @@ def _check(params: Mapping[str, Any]) -> dict[str, Any]:
     if p["split_by"] not in ("auto", "slide", "cell"):
         raise ValueError(f"{KIND}: params.split_by must be 'auto', 'slide' or 'cell', got {p['split_by']!r}")
     if unknown := sorted(set(p["gates"]) - set(GATE_MARKERS)):
-        raise ValueError(f"{KIND}: params.gates names marker(s) {unknown} the gating does not use; gated markers: "
-                         f"{list(GATE_MARKERS)}")
+        raise ValueError(
+            f"{KIND}: params.gates names marker(s) {unknown} the gating does not use; gated markers: "
+            f"{list(GATE_MARKERS)}"
+        )
     for marker, spec in {**p["gates"], "default_gate": p["default_gate"]}.items():
         _parse_gate(marker, spec)
     for key in ("per_class", "n_pretrain", "cache_mb"):
@@ -399,8 +433,10 @@ def _check(params: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{KIND}: params.{key} must be an int >= {1 if key == 'cache_mb' else 0}, got {p[key]!r}")
     fractions = np.asarray(p["split_fractions"], float)
     if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0):
-        raise ValueError(f"{KIND}: params.split_fractions must be three non-negative numbers summing to 1, got "
-                         f"{p['split_fractions']!r}")
+        raise ValueError(
+            f"{KIND}: params.split_fractions must be three non-negative numbers summing to 1, got "
+            f"{p['split_fractions']!r}"
+        )
     return p
 
 
@@ -415,15 +451,25 @@ def _slide_splits(folders: list[str], fractions: np.ndarray, seed: int) -> dict[
     n_val = 0 if fractions[1] == 0 else max(1, round(fractions[1] * n))
     n_test = 0 if fractions[2] == 0 else max(1, round(fractions[2] * n))
     if n - n_val - n_test < 1:
-        raise ValueError(f"{KIND}: split_by='slide' needs a train slide besides {n_val} val and {n_test} test "
-                         f"slide(s); got {n} slide(s) -- add slides or use split_by='cell'")
+        raise ValueError(
+            f"{KIND}: split_by='slide' needs a train slide besides {n_val} val and {n_test} test "
+            f"slide(s); got {n} slide(s) -- add slides or use split_by='cell'"
+        )
     order = stable_rng(seed, KIND, "slides").permutation(n)
     codes = np.repeat(np.arange(3), [n - n_val - n_test, n_val, n_test])
     return {folders[i]: int(c) for i, c in zip(order, codes, strict=True)}
 
 
-def _balanced(labels: np.ndarray, pool: np.ndarray, k: int, group: np.ndarray | None, fractions: np.ndarray,
-              per_class: int, seed: int, name: str) -> tuple[np.ndarray, np.ndarray, int]:
+def _balanced(
+    labels: np.ndarray,
+    pool: np.ndarray,
+    k: int,
+    group: np.ndarray | None,
+    fractions: np.ndarray,
+    per_class: int,
+    seed: int,
+    name: str,
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Balanced (rows, split codes, per-class total): per split, class counts equal.
 
     ``group`` (split code per cell, by slide) fixes each cell's split; without it cells are split at random
@@ -438,8 +484,9 @@ def _balanced(labels: np.ndarray, pool: np.ndarray, k: int, group: np.ndarray | 
             (int(np.sum(group[v] == s) / fractions[s]) for v in cands.values() for s in range(3) if fractions[s] > 0),
             default=0,
         )
-        while largest > 0 and any(_shares(largest, fractions)[s] > np.sum(group[v] == s)
-                                  for v in cands.values() for s in range(3)):
+        while largest > 0 and any(
+            _shares(largest, fractions)[s] > np.sum(group[v] == s) for v in cands.values() for s in range(3)
+        ):
             largest -= 1
     total = largest if per_class == 0 else min(per_class, largest)
     if per_class > largest:
@@ -459,8 +506,9 @@ def _balanced(labels: np.ndarray, pool: np.ndarray, k: int, group: np.ndarray | 
     return np.concatenate(rows).astype(np.int64), np.concatenate(codes).astype(np.uint8), total
 
 
-def _cap_balanced(rows: np.ndarray, codes: np.ndarray, labels: np.ndarray, k: int, caps: Caps, name: str,
-                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _cap_balanced(
+    rows: np.ndarray, codes: np.ndarray, labels: np.ndarray, k: int, caps: Caps, name: str, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Apply caps per split keeping classes balanced (to within one): a random subset per class."""
     keep = []
     for s, split in enumerate(SPLITS):
@@ -479,8 +527,9 @@ def _cap_balanced(rows: np.ndarray, codes: np.ndarray, labels: np.ndarray, k: in
 
 
 # ------------------------------------------------------------------------------------------------- build
-def build_orion_crc(out: str | Path, files: Mapping[str, Path], params: Mapping[str, Any], caps: Caps,
-                    seed: int) -> dict[str, Path]:
+def build_orion_crc(
+    out: str | Path, files: Mapping[str, Path], params: Mapping[str, Any], caps: Caps, seed: int
+) -> dict[str, Path]:
     """Build ``pretrain``, ``cell_types`` and ``t_cells`` under ``out`` (see the module docstring)."""
     p = _check(params)
     out = Path(out)
@@ -507,9 +556,13 @@ def build_orion_crc(out: str | Path, files: Mapping[str, Path], params: Mapping[
             keep = inside if p["edge"] == "skip" else np.ones_like(inside)
             cells.append(pd.DataFrame({"slide": i, "left": x, "top": y, "coarse": coarse, "sub": sub})[keep])
             per_slide[slide.folder] = {
-                "image": slide.image.name, "cells": slide.cells.name, "size_yx": [image.height, image.width],
-                "tile_yx": list(image.tile_shape), "pixel_size_um": _ome_pixel_size(image.tif),
-                "n_cells": len(table), "n_dropped_missing_values": dropped,
+                "image": slide.image.name,
+                "cells": slide.cells.name,
+                "size_yx": [image.height, image.width],
+                "tile_yx": list(image.tile_shape),
+                "pixel_size_um": _ome_pixel_size(image.tif),
+                "n_cells": len(table),
+                "n_dropped_missing_values": dropped,
                 "n_crop_outside_image": int((~inside).sum()),
                 "thresholds": {m: v if math.isfinite(v) else "inf" for m, v in thresholds.items()},
                 "counts": {
@@ -519,8 +572,13 @@ def build_orion_crc(out: str | Path, files: Mapping[str, Path], params: Mapping[
                     "T cell without subtype": int(np.sum((coarse == _T) & (sub == -1) & keep)),
                 },
             }
-            log.info("%s: %d cells, thresholds %s, counts %s", slide.folder, len(table),
-                     {m: round(v, 2) for m, v in thresholds.items()}, per_slide[slide.folder]["counts"])
+            log.info(
+                "%s: %d cells, thresholds %s, counts %s",
+                slide.folder,
+                len(table),
+                {m: round(v, 2) for m, v in thresholds.items()},
+                per_slide[slide.folder]["counts"],
+            )
         allc = pd.concat(cells, ignore_index=True)
         coarse, sub = allc["coarse"].to_numpy(), allc["sub"].to_numpy()
         fine = np.where(coarse == _T, np.where(sub >= 0, 5 + sub, -1), coarse)
@@ -528,8 +586,11 @@ def build_orion_crc(out: str | Path, files: Mapping[str, Path], params: Mapping[
         # ---- splits and selections (caps applied here, before any pixel is read)
         by_slide = p["split_by"] == "slide" or (p["split_by"] == "auto" and len(slides) >= 3)
         slide_split = _slide_splits([s.folder for s in slides], fractions, seed) if by_slide else None
-        group = None if slide_split is None else np.array(
-            [slide_split[slides[i].folder] for i in allc["slide"].to_numpy()], np.int64)
+        group = (
+            None
+            if slide_split is None
+            else np.array([slide_split[slides[i].folder] for i in allc["slide"].to_numpy()], np.int64)
+        )
         csvs = ", ".join(str(s.cells) for s in slides)
         chosen: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         totals = {}
@@ -538,10 +599,15 @@ def build_orion_crc(out: str | Path, files: Mapping[str, Path], params: Mapping[
             pool = everyone[labels >= 0]
             rows, codes, totals[name] = _balanced(labels, pool, k, group, fractions, p["per_class"], seed, name)
             if totals[name] == 0:
-                have = {c: int(np.sum(labels[pool] == i)) for i, c in
-                        enumerate(CELL_TYPES if name == "cell_types" else T_SUBTYPES)}
-                raise BuildError(csvs, f"{name}: some class has no usable cell in a split (cells per class: {have}); "
-                                 f"adjust params.gates or add slides")
+                have = {
+                    c: int(np.sum(labels[pool] == i))
+                    for i, c in enumerate(CELL_TYPES if name == "cell_types" else T_SUBTYPES)
+                }
+                raise BuildError(
+                    csvs,
+                    f"{name}: some class has no usable cell in a split (cells per class: {have}); "
+                    f"adjust params.gates or add slides",
+                )
             rows, codes = _cap_balanced(rows, codes, labels, k, caps, name, seed)
             chosen[name] = (rows, labels[rows], codes)
         used = np.zeros(len(allc), bool)
@@ -557,16 +623,26 @@ def build_orion_crc(out: str | Path, files: Mapping[str, Path], params: Mapping[
 
         # ---- final row order: split blocks, shuffled within each block
         info = {
-            "source": "Orion-CRC (Lin et al. 2023), s3://lin-2023-orion-crc/data", "seed": int(seed),
-            "slides": [s.folder for s in slides], "crop_size": size, "edge": p["edge"],
-            "split_by": "slide" if by_slide else "cell", "slide_splits": (
-                None if slide_split is None else {f: SPLITS[c] for f, c in slide_split.items()}),
+            "source": "Orion-CRC (Lin et al. 2023), s3://lin-2023-orion-crc/data",
+            "seed": int(seed),
+            "slides": [s.folder for s in slides],
+            "crop_size": size,
+            "edge": p["edge"],
+            "split_by": "slide" if by_slide else "cell",
+            "slide_splits": (None if slide_split is None else {f: SPLITS[c] for f, c in slide_split.items()}),
             "split_fractions": fractions.tolist(),
-            "gating": {"decision_tree": DECISION_TREE, "gates": dict(p["gates"]), "default_gate": p["default_gate"],
-                       "per_slide": per_slide},
+            "gating": {
+                "decision_tree": DECISION_TREE,
+                "gates": dict(p["gates"]),
+                "default_gate": p["default_gate"],
+                "per_slide": per_slide,
+            },
         }
-        names = {"pretrain": (FINE_TYPES, ["train"]), "cell_types": (CELL_TYPES, SPLITS),
-                 "t_cells": (T_SUBTYPES, SPLITS)}
+        names = {
+            "pretrain": (FINE_TYPES, ["train"]),
+            "cell_types": (CELL_TYPES, SPLITS),
+            "t_cells": (T_SUBTYPES, SPLITS),
+        }
         writers: dict[str, DatasetWriter] = {}
         ordered: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         targets: dict[int, list[tuple[str, int]]] = {}
@@ -576,12 +652,22 @@ def build_orion_crc(out: str | Path, files: Mapping[str, Path], params: Mapping[
                 perm = stable_rng(seed, KIND, name, "order").permutation(rows.size)
                 order = perm[split_order(codes[perm])]
                 classes, split_names = names[name]
-                extra = {"distribution": "natural (gated fine types)", "n_pool": int(pool.size)} \
-                    if name == "pretrain" else {"per_class": totals[name], "balanced": True}
-                meta = {"name": name, "channel_names": list(MULTIPLEX_CHANNELS), "class_names": list(classes),
-                        "split_names": list(split_names), "mask_names": [], "info": {**info, **extra}}
-                writer = DatasetWriter(out / name, rows.size, (len(MULTIPLEX_CHANNELS), size, size), meta,
-                                       dtype=np.uint16)
+                extra = (
+                    {"distribution": "natural (gated fine types)", "n_pool": int(pool.size)}
+                    if name == "pretrain"
+                    else {"per_class": totals[name], "balanced": True}
+                )
+                meta = {
+                    "name": name,
+                    "channel_names": list(MULTIPLEX_CHANNELS),
+                    "class_names": list(classes),
+                    "split_names": list(split_names),
+                    "mask_names": [],
+                    "info": {**info, **extra},
+                }
+                writer = DatasetWriter(
+                    out / name, rows.size, (len(MULTIPLEX_CHANNELS), size, size), meta, dtype=np.uint16
+                )
                 writers[name] = writer
                 ordered[name] = (labels[order], codes[order])
                 for position, r in enumerate(rows[order]):
@@ -598,8 +684,10 @@ def build_orion_crc(out: str | Path, files: Mapping[str, Path], params: Mapping[
                 for name, position in targets[int(needed[j])]:
                     labels, codes = ordered[name]
                     writers[name].write(position, crop, int(labels[position]), int(codes[position]))
-            decoded = {slides[i].folder: {"tiles_decoded": im.tiles_decoded, "tiles_total": im.tiles_total()}
-                       for i, im in enumerate(images)}
+            decoded = {
+                slides[i].folder: {"tiles_decoded": im.tiles_decoded, "tiles_total": im.tiles_total()}
+                for i, im in enumerate(images)
+            }
             paths = {}
             for name, writer in writers.items():
                 writer.meta["info"]["reading"] = decoded

@@ -78,9 +78,9 @@ from typing import Any
 
 import numpy as np
 
-from splicer.data.vocab import HYPERSPECTRAL_BANDS
 from splicer.data.format import DatasetWriter
 from splicer.data.real.common import SPLITS, BuildError, Caps, check_params, require, stable_rng
+from splicer.data.vocab import HYPERSPECTRAL_BANDS
 
 __all__ = [
     "EUROSAT_BANDS",
@@ -93,8 +93,18 @@ __all__ = [
     "build_mmearth",
 ]
 
-EUROSAT_CLASSES = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture",
-                   "PermanentCrop", "Residential", "River", "SeaLake"]
+EUROSAT_CLASSES = [
+    "AnnualCrop",
+    "Forest",
+    "HerbaceousVegetation",
+    "Highway",
+    "Industrial",
+    "Pasture",
+    "PermanentCrop",
+    "Residential",
+    "River",
+    "SeaLake",
+]
 """EuroSAT's ten land-use classes (class folders of the zip), label = index (torchgeo's order)."""
 
 EUROSAT_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A"]
@@ -106,8 +116,12 @@ MMEARTH_BANDS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8A", "B8", "B9", "B
 RGB_BANDS = ["B04", "B03", "B02"]
 """Bands of the ``rgb`` dataset: red, green, blue."""
 
-_CHANNEL_GROUPS = {"rgb": RGB_BANDS, "red_edge_nir": ["B05", "B06", "B07", "B08", "B08A"], "swir": ["B11", "B12"],
-                   "atmosphere": ["B01", "B09", "B10"]}
+_CHANNEL_GROUPS = {
+    "rgb": RGB_BANDS,
+    "red_edge_nir": ["B05", "B06", "B07", "B08", "B08A"],
+    "swir": ["B11", "B12"],
+    "atmosphere": ["B01", "B09", "B10"],
+}
 _EUROSAT_ZIP = "EuroSATallBands.zip"
 _EUROSAT_LISTS = {split: f"eurosat-{split}.txt" for split in SPLITS}
 _MMEARTH_H5 = "data_100k_v001.h5"
@@ -180,14 +194,22 @@ def _positive_int(kind: str, key: str, value: Any) -> None:
 def _choices(kind: str, key: str, value: Any, allowed: tuple[str, ...]) -> list[str]:
     values = list(value)
     if not values or any(v not in allowed for v in values) or len(set(values)) != len(values):
-        raise ValueError(f"datasets entry of kind {kind!r}: params.{key} must be a non-empty list of distinct "
-                         f"values from {list(allowed)}, got {value!r}")
+        raise ValueError(
+            f"datasets entry of kind {kind!r}: params.{key} must be a non-empty list of distinct "
+            f"values from {list(allowed)}, got {value!r}"
+        )
     return values
 
 
 def _meta(name: str, channels: list[str], split_names: list[str], info: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "channel_names": list(channels), "class_names": list(EUROSAT_CLASSES),
-            "split_names": list(split_names), "mask_names": [], "info": info}
+    return {
+        "name": name,
+        "channel_names": list(channels),
+        "class_names": list(EUROSAT_CLASSES),
+        "split_names": list(split_names),
+        "mask_names": [],
+        "info": info,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- EuroSAT
@@ -199,12 +221,14 @@ def _eurosat_members(zf: zipfile.ZipFile, zip_path: Path) -> dict[str, str]:
             continue
         stem = info.filename.rsplit("/", 1)[-1].rsplit(".", 1)[0].lower()
         if stem in members:
-            raise BuildError(zip_path, f"two GeoTIFFs share the name {stem!r}: {members[stem]!r} and "
-                             f"{info.filename!r}")
+            raise BuildError(zip_path, f"two GeoTIFFs share the name {stem!r}: {members[stem]!r} and {info.filename!r}")
         members[stem] = info.filename
     if not members:
-        raise BuildError(zip_path, "holds no .tif files (expected "
-                         "ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<k>.tif)")
+        raise BuildError(
+            zip_path,
+            "holds no .tif files (expected "
+            "ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<k>.tif)",
+        )
     return members
 
 
@@ -254,8 +278,9 @@ def _read_tif(zf: zipfile.ZipFile, member: str, where: str) -> np.ndarray:
             with MemoryFile(data) as mem, mem.open() as src:
                 count = src.count
                 if count != len(EUROSAT_BANDS):
-                    raise BuildError(where, f"has {count} bands, expected {len(EUROSAT_BANDS)} "
-                                     f"({', '.join(EUROSAT_BANDS)})")
+                    raise BuildError(
+                        where, f"has {count} bands, expected {len(EUROSAT_BANDS)} ({', '.join(EUROSAT_BANDS)})"
+                    )
                 image = src.read()
     except BuildError:
         raise
@@ -305,8 +330,7 @@ def build_eurosat(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
     for split in SPLITS:
         for stem in lists[split]:
             if stem in owner:
-                raise BuildError(list_paths[split], f"lists {stem!r}, which {list_paths[owner[stem]].name} "
-                                 "lists too")
+                raise BuildError(list_paths[split], f"lists {stem!r}, which {list_paths[owner[stem]].name} lists too")
             owner[stem] = split
 
     try:
@@ -319,8 +343,9 @@ def build_eurosat(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
         for code, split in enumerate(SPLITS):
             for stem in lists[split]:
                 if stem not in members:
-                    raise BuildError(list_paths[split], f"lists {stem!r}, which is not in {zip_path.name} "
-                                     f"({len(members)} GeoTIFFs)")
+                    raise BuildError(
+                        list_paths[split], f"lists {stem!r}, which is not in {zip_path.name} ({len(members)} GeoTIFFs)"
+                    )
                 member = members[stem]
                 entries.append((member, _member_class(member, f"{zip_path}:{member}"), code))
         split_codes = np.array([e[2] for e in entries], np.uint8)
@@ -341,8 +366,10 @@ def build_eurosat(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
         rgb_idx = [HYPERSPECTRAL_BANDS.index(b) for b in RGB_BANDS]
         first = entries[int(needed[0])][0]
         shape = _read_tif(zf, first, f"{zip_path}:{first}").shape
-        counts = {name: {split: int((split_codes[rows] == c).sum()) for c, split in enumerate(SPLITS)}
-                  for name, rows in kept_rows.items()}
+        counts = {
+            name: {split: int((split_codes[rows] == c).sum()) for c, split in enumerate(SPLITS)}
+            for name, rows in kept_rows.items()
+        }
         info = {
             "source": "EuroSAT MS (Helber et al. 2019), EuroSATallBands.zip",
             "split_lists": "eurosat-{train,val,test}.txt (Neumann et al. 2019, arXiv:1911.06721)",
@@ -357,14 +384,24 @@ def build_eurosat(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
         clipped = np.zeros(len(HYPERSPECTRAL_BANDS), np.int64)
         with contextlib.ExitStack() as stack:
             writers = {
-                "bands13": stack.enter_context(DatasetWriter(
-                    out / "bands13", int(kept_rows["bands13"].size), (len(HYPERSPECTRAL_BANDS), *shape[1:]),
-                    _meta("bands13", HYPERSPECTRAL_BANDS, SPLITS, {**info, "counts": counts["bands13"]}),
-                    dtype=np.uint16)),
-                "rgb": stack.enter_context(DatasetWriter(
-                    out / "rgb", int(kept_rows["rgb"].size), (len(RGB_BANDS), *shape[1:]),
-                    _meta("rgb", RGB_BANDS, SPLITS, {**info, "counts": counts["rgb"], "channel_order": "R,G,B"}),
-                    dtype=np.uint16)),
+                "bands13": stack.enter_context(
+                    DatasetWriter(
+                        out / "bands13",
+                        int(kept_rows["bands13"].size),
+                        (len(HYPERSPECTRAL_BANDS), *shape[1:]),
+                        _meta("bands13", HYPERSPECTRAL_BANDS, SPLITS, {**info, "counts": counts["bands13"]}),
+                        dtype=np.uint16,
+                    )
+                ),
+                "rgb": stack.enter_context(
+                    DatasetWriter(
+                        out / "rgb",
+                        int(kept_rows["rgb"].size),
+                        (len(RGB_BANDS), *shape[1:]),
+                        _meta("rgb", RGB_BANDS, SPLITS, {**info, "counts": counts["rgb"], "channel_order": "R,G,B"}),
+                        dtype=np.uint16,
+                    )
+                ),
             }
             for row in needed.tolist():
                 member, label, code = entries[row]
@@ -408,8 +445,10 @@ def _mmearth_indices(path: Path, splits: list[str], n_tiles: int) -> np.ndarray:
             raise BuildError(path, f"split {split!r} must be a list of integer row indices")
         arr = np.asarray(rows, np.int64)
         if arr.size and (arr.min() < 0 or arr.max() >= n_tiles):
-            raise BuildError(path, f"split {split!r} has row indices outside [0, {n_tiles}) "
-                             f"(range {int(arr.min())}..{int(arr.max())})")
+            raise BuildError(
+                path,
+                f"split {split!r} has row indices outside [0, {n_tiles}) (range {int(arr.min())}..{int(arr.max())})",
+            )
         parts.append(arr)
     return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
@@ -428,8 +467,9 @@ def _band_stat_means(path: Path) -> dict[str, list[float]]:
         mean = entry.get("mean") if isinstance(entry, dict) else None
         if not isinstance(mean, list) or len(mean) != len(MMEARTH_BANDS):
             n = len(mean) if isinstance(mean, list) else "no"
-            raise BuildError(path, f"{key}.mean has {n} values, expected {len(MMEARTH_BANDS)} "
-                             f"({', '.join(MMEARTH_BANDS)})")
+            raise BuildError(
+                path, f"{key}.mean has {n} values, expected {len(MMEARTH_BANDS)} ({', '.join(MMEARTH_BANDS)})"
+            )
         means[key] = [float(mean[i]) for i in reorder]
     return means
 
@@ -445,8 +485,9 @@ def _s2_types(f: Any, h5_path: Path, n_tiles: int, tiles_path: Path | None) -> n
     if meta is None:
         return None
     if meta.shape[:1] != (n_tiles,):
-        raise BuildError(h5_path, f"'metadata' has {meta.shape[0] if meta.shape else 0} rows but 'sentinel2' has "
-                         f"{n_tiles}")
+        raise BuildError(
+            h5_path, f"'metadata' has {meta.shape[0] if meta.shape else 0} rows but 'sentinel2' has {n_tiles}"
+        )
     table = meta[()]
     fields = table.dtype.names
     if fields and "S2_type" in fields:
@@ -473,8 +514,9 @@ def _patch_grid(h: int, w: int, size: int, mode: str, where: Path) -> list[tuple
     """Top-left corners of the patches of one tile (``resize``: the whole tile, one entry)."""
     if mode == "resize":
         if h % size or w % size:
-            raise BuildError(where, f"tiles are {h}x{w} px: patch_mode 'resize' needs patch_size to divide them, "
-                             f"got {size}")
+            raise BuildError(
+                where, f"tiles are {h}x{w} px: patch_mode 'resize' needs patch_size to divide them, got {size}"
+            )
         return [(0, 0)]
     if size > h or size > w:
         raise BuildError(where, f"tiles are {h}x{w} px, smaller than patch_size {size}")
@@ -495,8 +537,9 @@ def build_mmearth(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
     size, mode = p["patch_size"], p["patch_mode"]
     _positive_int(kind, "patch_size", size)
     if mode not in _PATCH_MODES:
-        raise ValueError(f"datasets entry of kind {kind!r}: params.patch_mode must be one of {list(_PATCH_MODES)}, "
-                         f"got {mode!r}")
+        raise ValueError(
+            f"datasets entry of kind {kind!r}: params.patch_mode must be one of {list(_PATCH_MODES)}, got {mode!r}"
+        )
     splits = _choices(kind, "splits", p["splits"], tuple(SPLITS))
     s2_types = _choices(kind, "s2_types", p["s2_types"], _S2_TYPES)
     _positive(kind, "dn_scale", p["dn_scale"])
@@ -519,8 +562,11 @@ def build_mmearth(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
         if not isinstance(ds, h5py.Dataset):
             raise BuildError(h5_path, f"has no 'sentinel2' dataset (keys: {sorted(f.keys())})")
         if ds.ndim != 4 or ds.shape[1] != len(MMEARTH_BANDS):
-            raise BuildError(h5_path, f"'sentinel2' must be (tiles, {len(MMEARTH_BANDS)} bands, H, W) with bands "
-                             f"{', '.join(MMEARTH_BANDS)}; got shape {ds.shape}")
+            raise BuildError(
+                h5_path,
+                f"'sentinel2' must be (tiles, {len(MMEARTH_BANDS)} bands, H, W) with bands "
+                f"{', '.join(MMEARTH_BANDS)}; got shape {ds.shape}",
+            )
         if not (np.issubdtype(ds.dtype, np.integer) or np.issubdtype(ds.dtype, np.floating)):
             raise BuildError(h5_path, f"'sentinel2' has unsupported type {ds.dtype}")
         n_tiles, _, h, w = ds.shape
@@ -532,8 +578,11 @@ def build_mmearth(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
                 raise BuildError(h5_path, f"'metadata' has unknown S2_type value(s) {unknown}")
             tiles = tiles[np.isin(types[tiles], s2_types)]
         elif set(s2_types) != set(_S2_TYPES):
-            raise BuildError(h5_path, "cannot tell L1C from L2A tiles ('metadata' has no S2_type and no "
-                             f"{_MMEARTH_TILES} was given), so params.s2_types cannot be applied")
+            raise BuildError(
+                h5_path,
+                "cannot tell L1C from L2A tiles ('metadata' has no S2_type and no "
+                f"{_MMEARTH_TILES} was given), so params.s2_types cannot be applied",
+            )
 
         # rows = (tile, patch) pairs, tile-major; caps pick rows before any pixel is read
         k = len(corners)
@@ -558,8 +607,9 @@ def build_mmearth(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
             "mmearth_splits": splits,
             "s2_types": s2_types,
             "tiles": int(np.unique(row_tile).size),
-            "rows_per_s2_type": ({t: int((kept_types == t).sum()) for t in _S2_TYPES}
-                                 if kept_types is not None else "unknown"),
+            "rows_per_s2_type": (
+                {t: int((kept_types == t).sum()) for t in _S2_TYPES} if kept_types is not None else "unknown"
+            ),
             "b10_zero_rows": int((kept_types == "l2a").sum()) if kept_types is not None else "unknown",
             "b10_note": "L2A products have no B10 (cirrus); MMEarth stores it as 0 (its no-data value), kept as 0",
             "band_stat_means": means,
@@ -570,16 +620,17 @@ def build_mmearth(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
         meta = _meta("pretrain", HYPERSPECTRAL_BANDS, ["train"], info)
         clipped = np.zeros(len(HYPERSPECTRAL_BANDS), np.int64)
         unique_tiles = np.unique(row_tile)
-        with DatasetWriter(out / "pretrain", int(row_tile.size), (len(HYPERSPECTRAL_BANDS), size, size), meta,
-                           dtype=np.uint16) as writer:
+        with DatasetWriter(
+            out / "pretrain", int(row_tile.size), (len(HYPERSPECTRAL_BANDS), size, size), meta, dtype=np.uint16
+        ) as writer:
             row, pixels = 0, 0
             y0, x0 = corners[0]
             for start in range(0, unique_tiles.size, chunk):
-                block = unique_tiles[start:start + chunk]
+                block = unique_tiles[start : start + chunk]
                 lo, hi = int(block[0]), int(block[-1]) + 1
                 rows_sel = slice(lo, hi) if hi - lo == block.size else block.tolist()
                 try:  # center: read only the central window (a hyperslab), else whole tiles
-                    data = ds[rows_sel, :, y0:y0 + size, x0:x0 + size] if mode == "center" else ds[rows_sel]
+                    data = ds[rows_sel, :, y0 : y0 + size, x0 : x0 + size] if mode == "center" else ds[rows_sel]
                 except (OSError, ValueError) as err:
                     raise BuildError(h5_path, f"'sentinel2' rows {lo}..{hi - 1} cannot be read: {err}") from err
                 data = np.asarray(data)[:, reorder]
@@ -593,8 +644,9 @@ def build_mmearth(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
                 slot = {int(t): i for i, t in enumerate(block)}
                 while row < row_tile.size and int(row_tile[row]) in slot:
                     y, x = corners[int(row_patch[row])] if mode == "grid" else (0, 0)
-                    writer.write(row, u16[slot[int(row_tile[row])], :, y:y + size, x:x + size], -1, 0)
+                    writer.write(row, u16[slot[int(row_tile[row])], :, y : y + size, x : x + size], -1, 0)
                     row += 1
             writer.meta["info"]["clipped_fraction"] = {
-                b: float(c) / max(pixels, 1) for b, c in zip(HYPERSPECTRAL_BANDS, clipped, strict=True)}
+                b: float(c) / max(pixels, 1) for b, c in zip(HYPERSPECTRAL_BANDS, clipped, strict=True)
+            }
     return {"pretrain": out / "pretrain"}
