@@ -117,6 +117,7 @@ def run_lock(out_dir: str | Path, command: str = "splicer") -> Iterator[None]:
             }
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+            os.fsync(fd)  # on a shared file system, so that another node's message can name this process
         _HELD.add(key)
         try:
             yield
@@ -195,7 +196,9 @@ def _set_aside_stale_checkpoint(out: Path, state: dict) -> None:
 
 
 def _command_line() -> str:
-    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]
+    """This process's command line, for a lock holder's description (``splicer ...`` for the command line tool)."""
+    program = Path(sys.argv[0]).name
+    return " ".join(["splicer" if program in ("cli.py", "splicer") else program, *sys.argv[1:]])[:300]
 
 
 def pretrain(cfg: Mapping, dataset_dir: str | Path, out_dir: str | Path, split: str | None = None) -> dict:
