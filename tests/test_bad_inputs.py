@@ -199,21 +199,37 @@ def _wrong_layout(spec):
     return {"pretrain": Layout(("X-ray",), (), None)}
 
 
-def test_declared_segmenter_masks_are_what_the_segmenters_write():
+class _DarkNuclei:
+    """A NucleusModel stand-in (splicer.pretrained_segmenters): dark pixels are nuclei."""
+
+    mpp = 0.25
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return (batch.mean(axis=-1) < 110).astype(np.int32)
+
+    def describe(self) -> dict:
+        return {"source": "test"}
+
+
+def test_declared_segmenter_masks_are_what_the_segmenters_write(tmp_path):
     from splicer.data.demo import make_histology, make_xray
-    from splicer.pipeline.checks import _SEGMENTER_MASKS
-    from splicer.segment import SEGMENTERS
+    from splicer.pipeline.checks import _SEGMENTER_MASKS, segmented_masks
+    from splicer.segment import segment_dataset
 
-    with_masks = {"classical_nuclei": make_histology, "classical_lungs": make_xray}
-    for name, make in with_masks.items():
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            paths = make(tmp, n_pretrain=2, n_train=2, n_val=2, n_test=2, size=16)
-            _, names = SEGMENTERS[name](load_dataset(paths["pretrain"]))
-        assert tuple(names) == _SEGMENTER_MASKS[name]
-    source = (ROOT / "splicer" / "segment.py").read_text()
-    assert 'batch_size=o["batch_size"]), ["nuclei"]' in source and _SEGMENTER_MASKS["hovernet"] == ("nuclei",)
+    small = {"n_pretrain": 2, "n_train": 2, "n_val": 2, "n_test": 2, "size": 16}
+    runs = {
+        "classical_nuclei": (make_histology, None),
+        "classical_lungs": (make_xray, None),
+        "hovernet": (make_histology, _DarkNuclei()),
+    }
+    for name, (make, model) in runs.items():
+        src = make(tmp_path / name, **small)["pretrain"]
+        record = segment_dataset(src, tmp_path / name / "seg", name, model=model)
+        assert tuple(record["mask_names"]) == _SEGMENTER_MASKS[name] == segmented_masks({"segmenter": name})[0]
+    assert segmented_masks({"segmenter": "hybridgnet", "options": {"masks": ["lungs", "heart"]}})[0] == (
+        "lungs",
+        "heart",
+    )
 
 
 # ======================================================================================= 2. numeric types
