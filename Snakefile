@@ -8,7 +8,8 @@ min_version("8.0")
 
 
 # The embedded demo is the default; a --configfile (or a profile's configfile) replaces it instead of being
-# merged into it (list several to layer them, e.g. --configfile config/config.yaml config/test.yaml).
+# merged into it (list several to layer them, targets first, since --configfile takes every word after it:
+#   snakemake --cores 2 all --configfile config/config.yaml config/test.yaml).
 if not workflow.config_settings.configfiles:
 
     configfile: "config/config.yaml"

@@ -9,9 +9,11 @@ Each subcommand takes a config and paths, so a Snakemake rule is one line and a 
     splicer spectrum --features feats.npz --out spectrum.csv
     splicer correlate --features feats.npz --data data/demo/t_cells --out corr.json
 
-Errors in input (a bad config key, a missing file) print one line naming the fault and exit with status 2; a
-pre-empted training run exits with status 143 (checkpoint written, resubmit to resume); a non-finite loss
-exits with status 3 (the last good checkpoint is kept).
+Errors in input (a bad config key, a missing file, a truncated dataset or encoder) print one line naming the
+fault and exit with status 2; a pre-empted training run exits with status 143 (SIGTERM / SIGUSR1; checkpoint
+written, resubmit to resume), one stopped with Ctrl-C (SIGINT) with status 130 (checkpoint written, rerun to
+resume); a non-finite loss exits with status 3 (the last good checkpoint is kept); a run directory in use by
+another process exits with status 75 (nothing written; try again when it is free).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import yaml
 
 EXIT_BAD_INPUT = 2
 EXIT_NONFINITE = 3
+EXIT_LOCKED = 75  # EX_TEMPFAIL: try again later
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_PREEMPTED = 143
 
 
@@ -128,14 +132,26 @@ def _run(args: argparse.Namespace) -> object:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``splicer`` command; returns the process exit status."""
+    import signal
+
+    from splicer.run import RunLocked
     from splicer.train import NonFiniteLossError, Preempted
 
     args = _parser().parse_args(argv)
     try:
         result = _run(args)
     except Preempted as err:
+        if err.signum == signal.SIGINT:
+            print(f"splicer {args.command}: interrupted: {err}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         print(f"splicer {args.command}: pre-empted: {err}", file=sys.stderr)
         return EXIT_PREEMPTED
+    except KeyboardInterrupt:  # a second Ctrl-C while training, or Ctrl-C outside training
+        print(f"splicer {args.command}: interrupted (rerun to resume from the last checkpoint)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except RunLocked as err:
+        print(f"splicer {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_LOCKED
     except NonFiniteLossError as err:
         print(f"splicer {args.command}: {err}", file=sys.stderr)
         return EXIT_NONFINITE

@@ -12,10 +12,13 @@ A component is described in config by a small dict, e.g.::
 Channels and masks may be named (resolved against the dataset's ``channel_names`` / ``mask_names``) or
 given as integer indices. Every component maps ``(x: (N, C, H, W), masks: (N, M, H, W) | None)`` to a batch
 of component images and reports its output shape, which decides the encoder built for it.
+:func:`check_components` checks a ``components`` section against what a dataset will hold before it exists
+(the pipeline's config checks).
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +33,7 @@ __all__ = [
     "RegionComponent",
     "build_component",
     "build_components",
+    "check_components",
 ]
 
 Shape = tuple[int, int, int]
@@ -130,22 +134,54 @@ class ChainComponent(Component):
         return in_shape
 
 
-def _resolve(items: Sequence[int | str], names: Sequence[str], what: str, where: str) -> tuple[int, ...]:
+def _suggest(item: str, names: Sequence[str]) -> str:
+    close = difflib.get_close_matches(item, list(names), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _resolve(items: Sequence[int | str], names: Sequence[str] | None, what: str, where: str) -> tuple[int, ...]:
+    """Names or indices -> indices into ``names``; ``names=None`` (not known yet) checks only the types and
+    returns placeholder indices."""
+    if isinstance(items, str | bytes) or not isinstance(items, Sequence):
+        raise ValueError(f"{where}: {what}s must be a list of names or indices, got {items!r}")
     out = []
     for item in items:
-        if isinstance(item, bool):
+        if isinstance(item, bool) or not isinstance(item, int | str):
             raise ValueError(f"{where}: {what} {item!r} is neither a name nor an index")
         if isinstance(item, int):
-            if not 0 <= item < len(names):
-                raise ValueError(f"{where}: {what} index {item} out of range (the dataset has {len(names)})")
+            if item < 0 or (names is not None and item >= len(names)):
+                n = "?" if names is None else len(names)
+                raise ValueError(f"{where}: {what} index {item} out of range (the dataset has {n})")
             out.append(item)
+        elif names is None:
+            out.append(-1)
         elif item in names:
             out.append(list(names).index(item))
         else:
-            raise ValueError(f"{where}: unknown {what} {item!r}; the dataset has {list(names)}")
+            has = f"the dataset has {list(names)}" if names else f"the dataset has no {what}s"
+            raise ValueError(f"{where}: unknown {what} {item!r}{_suggest(item, names)}; {has}")
     if not out:
         raise ValueError(f"{where}: empty {what} list")
     return tuple(out)
+
+
+def _int_pair(spec: Mapping, key: str, where: str) -> tuple[int, int]:
+    value = spec[key]
+    if (
+        isinstance(value, str | bytes)
+        or not isinstance(value, Sequence)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        raise ValueError(f"{where}: {key} must be [start, stop] (two integers), got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _fill(spec: Mapping, where: str) -> float:
+    value = spec.get("fill", 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: fill must be a number, got {value!r}")
+    return float(value)
 
 
 _KEYS = {
@@ -154,36 +190,64 @@ _KEYS = {
     "mask": {"type", "mask", "invert", "fill"},
     "chain": {"type", "steps"},
 }
+_REQUIRED = {"channels": ("channels",), "region": ("rows",), "mask": ("mask",), "chain": ("steps",)}
+
+
+def _build(
+    spec: Mapping, channel_names: Sequence[str] | None, mask_names: Sequence[str] | None, where: str
+) -> Component:
+    if not isinstance(spec, Mapping) or "type" not in spec:
+        raise ValueError(f"{where}: a component needs a 'type' (one of {sorted(_KEYS)}), got {spec!r}")
+    kind = spec["type"]
+    if kind not in _KEYS:
+        hint = _suggest(kind, sorted(_KEYS)) if isinstance(kind, str) else ""
+        raise ValueError(f"{where}: unknown component type {kind!r}{hint}; choose one of {sorted(_KEYS)}")
+    unknown = set(spec) - _KEYS[kind]
+    if unknown:
+        hints = "".join(_suggest(str(k), sorted(_KEYS[kind])) for k in sorted(unknown, key=str))
+        raise ValueError(
+            f"{where}: unknown key(s) {sorted(unknown, key=str)}{hints} for a {kind!r} component; "
+            f"its keys: {sorted(_KEYS[kind])}"
+        )
+    if missing := [k for k in _REQUIRED[kind] if k not in spec]:
+        raise ValueError(f"{where}: a {kind!r} component needs {missing}")
+    if kind == "channels":
+        return ChannelComponent(_resolve(spec["channels"], channel_names, "channel", where))
+    if kind == "region":
+        rows = _int_pair(spec, "rows", where)
+        cols = _int_pair(spec, "cols", where) if spec.get("cols") is not None else None
+        mode = spec.get("mode", "crop")
+        if mode not in ("crop", "zero"):
+            raise ValueError(f"{where}: region mode must be crop or zero, got {mode!r}")
+        for key, (start, stop) in (("rows", rows), ("cols", cols or (0, 1))):
+            if not 0 <= start < stop:
+                raise ValueError(f"{where}: region {key} [{start}, {stop}] must satisfy 0 <= start < stop")
+        return RegionComponent(rows, cols, mode, _fill(spec, where))
+    if kind == "mask":
+        invert = spec.get("invert", False)
+        if not isinstance(invert, bool):
+            raise ValueError(f"{where}: invert must be true or false, got {invert!r}")
+        (index,) = _resolve([spec["mask"]], mask_names, "mask", where)
+        return MaskComponent(index, invert, _fill(spec, where))
+    steps = spec["steps"]
+    if isinstance(steps, str | bytes) or not isinstance(steps, Sequence) or not steps:
+        raise ValueError(f"{where}: a chain needs steps: a non-empty list of components, got {steps!r}")
+    built = tuple(_build(s, channel_names, mask_names, f"{where}.steps[{i}]") for i, s in enumerate(steps))
+    for i, step in enumerate(built):
+        cropped = any(isinstance(b, RegionComponent) and b.mode == "crop" for b in built[:i])
+        if isinstance(step, MaskComponent) and cropped:
+            raise ValueError(
+                f"{where}.steps[{i}]: a mask step after a cropping region no longer matches the masks' size; "
+                "put the mask step first"
+            )
+    return ChainComponent(built)
 
 
 def build_component(
     spec: Mapping, channel_names: Sequence[str], mask_names: Sequence[str] = (), where: str = "component"
 ) -> Component:
     """Build a :class:`Component` from its config dict; errors name ``where`` and the offending key or value."""
-    if not isinstance(spec, Mapping) or "type" not in spec:
-        raise ValueError(f"{where}: a component needs a 'type' (one of {sorted(_KEYS)}), got {spec!r}")
-    kind = spec["type"]
-    if kind not in _KEYS:
-        raise ValueError(f"{where}: unknown component type {kind!r}; choose one of {sorted(_KEYS)}")
-    unknown = set(spec) - _KEYS[kind]
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)} for a {kind!r} component")
-    if kind == "channels":
-        return ChannelComponent(_resolve(spec["channels"], channel_names, "channel", where))
-    if kind == "region":
-        rows = tuple(spec["rows"])
-        cols = tuple(spec["cols"]) if spec.get("cols") is not None else None
-        mode = spec.get("mode", "crop")
-        if mode not in ("crop", "zero") or len(rows) != 2 or (cols is not None and len(cols) != 2):
-            raise ValueError(f"{where}: region needs rows=[start, stop], optional cols, mode crop|zero; got {spec}")
-        return RegionComponent(rows, cols, mode, float(spec.get("fill", 0.0)))  # type: ignore[arg-type]
-    if kind == "mask":
-        (index,) = _resolve([spec["mask"]], mask_names, "mask", where)
-        return MaskComponent(index, bool(spec.get("invert", False)), float(spec.get("fill", 0.0)))
-    steps = spec["steps"]
-    return ChainComponent(
-        tuple(build_component(s, channel_names, mask_names, f"{where}.steps[{i}]") for i, s in enumerate(steps))
-    )
+    return _build(spec, list(channel_names), list(mask_names), where)
 
 
 def build_components(
@@ -194,3 +258,32 @@ def build_components(
         name: build_component(spec, channel_names, mask_names, where=f"components.{name}")
         for name, spec in specs.items()
     }
+
+
+def check_components(
+    specs: Mapping[str, Mapping],
+    channel_names: Sequence[str] | None,
+    mask_names: Sequence[str] | None,
+    size: tuple[int, int] | None,
+    where: str = "components",
+) -> dict[str, Shape | None]:
+    """Check a ``components`` section against what a dataset will hold, before it exists: types, keys, channel
+    and mask names, and regions inside images of ``size`` (H, W). ``None`` for any of these means "not known
+    yet": only what can be checked without it is. Returns each component's output shape (``None`` when the
+    dataset's channels or size are unknown); errors name ``where.<component>`` and the value at fault."""
+    if not isinstance(specs, Mapping):
+        raise ValueError(f"{where}: must map component names to components, got {specs!r}")
+    shapes: dict[str, Shape | None] = {}
+    for name, spec in specs.items():
+        at = f"{where}.{name}"
+        component = _build(spec, None if channel_names is None else list(channel_names), mask_names, at)
+        shapes[name] = None
+        if size is None:
+            continue
+        try:  # regions are checked against the size even when the channels are not known yet
+            shape = component.out_shape((1 if channel_names is None else len(channel_names), *size))
+        except ValueError as err:
+            raise ValueError(f"{at}: {err}") from None
+        if channel_names is not None:
+            shapes[name] = shape
+    return shapes

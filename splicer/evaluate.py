@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from torch import nn
 from splicer.data.format import value_scale
 
 __all__ = [
+    "check_input",
     "effective_rank",
     "embed",
     "linear_probe",
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 Split = tuple[np.ndarray, np.ndarray]
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------------- embedding
@@ -54,6 +57,29 @@ def _to_float_on(batch: np.ndarray, device: torch.device) -> torch.Tensor:
     return x if scale == 1.0 else x.float().div_(scale)
 
 
+def check_input(encoder: nn.Module, shape: Sequence[int]) -> None:
+    """Images of ``shape`` (N, C, H, W) against the input an encoder records (``spec``: ``in_channels`` and
+    ``image_size``, the largest side of its training images). Another channel count is a ValueError naming both;
+    another size is allowed (the encoders pool globally) but logged as a warning, as features then describe
+    the images at another scale."""
+    spec = getattr(encoder, "spec", None) or {}
+    channels, size = spec.get("in_channels"), spec.get("image_size")
+    c, h, w = (int(v) for v in shape[1:4])
+    if channels is not None and c != int(channels):
+        raise ValueError(
+            f"the encoder takes {channels}-channel images ({size} px when trained), but these images have {c} "
+            f"channel(s) ({c}x{h}x{w}): evaluate it on data with the channels it was trained on"
+        )
+    if size is not None and max(h, w) != int(size):
+        log.warning(
+            "images of %dx%d px given to an encoder trained on images of %d px (largest side): features describe "
+            "them at another scale",
+            h,
+            w,
+            int(size),
+        )
+
+
 def embed(encoder: nn.Module, images: np.ndarray, batch_size: int = 256, device: str = "cpu") -> np.ndarray:
     """Representations of ``images`` (N, C, H, W) uint8|uint16 (floats used as-is) -> float32 (N, D).
 
@@ -64,6 +90,7 @@ def embed(encoder: nn.Module, images: np.ndarray, batch_size: int = 256, device:
         raise ValueError(f"images: expected shape (N, C, H, W), got {images.shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_input(encoder, images.shape)
     dev = torch.device(device)
     first = next(encoder.parameters(), None)
     orig_device = first.device if first is not None else None

@@ -20,6 +20,7 @@ __all__ = [
     "METHODS",
     "Figure",
     "Kind",
+    "Layout",
     "Loss",
     "Method",
     "SizeHint",
@@ -92,6 +93,18 @@ class SizeHint:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """What one dataset of a ``datasets`` entry holds, declared before it is built (the config checks compare
+    components and evaluations against it): channel names, mask names and image size ``(H, W)``. ``None`` means
+    "not known until the build" (e.g. a ``folder`` entry without ``channel_names``); the build and the jobs then
+    check it themselves."""
+
+    channels: tuple[str, ...] | None
+    masks: tuple[str, ...] | None = ()
+    size: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
 class Kind:
     """A dataset kind (``datasets.<entry>.kind``).
 
@@ -104,6 +117,8 @@ class Kind:
     * ``variants``: for an ``archives`` function, ``(kind) -> list[Archive]``: every file it can name under any
       options (how a downloaded file is looked up by name).
     * ``size``: order-of-magnitude size as built, for job sizing (a guess where it depends on choices).
+    * ``layout``: ``layout(spec) -> {dataset: Layout}`` for a ``datasets`` entry ``spec`` (kind, family, params,
+      source), declared without building; ``None``: nothing is known before the build.
     """
 
     builder: str | None
@@ -112,18 +127,22 @@ class Kind:
     archives: str | None
     size: SizeHint
     variants: str | None = None
+    layout: str | None = None
 
 
 _REAL = "splicer.data.real"
 _SRC = "splicer.data.sources"
 KINDS: dict[str, Kind] = {
-    "demo": Kind(None, None, (), None, SizeHint(2_000, 32, 32, 3, eval_images=3 * 1_400)),
+    "demo": Kind(
+        None, None, (), None, SizeHint(2_000, 32, 32, 3, eval_images=3 * 1_400), layout="splicer.data.demo:layout"
+    ),
     "folder": Kind(
         f"{_REAL}.folder:build_folder",
         f"{_REAL}.folder:DEFAULTS",
         ("{name}",),
         None,
         SizeHint(50_000, 224, 224, 3, eval_images=50_000),
+        layout=f"{_REAL}.folder:layout",
     ),
     "mnist_cifar": Kind(  # MNIST 0/1 on top of CIFAR car/truck
         f"{_REAL}.mnist_cifar:build_mnist_cifar",
@@ -131,6 +150,7 @@ KINDS: dict[str, Kind] = {
         ("pretrain", "pretrain_cifar_only", "rNONE", "rMNIST", "rCIFAR", "mnist_only", "cifar_only"),
         f"{_SRC}:MNIST_CIFAR",
         SizeHint(10_000, 64, 32, 3, eval_images=5 * 12_000),
+        layout=f"{_REAL}.layouts:mnist_cifar",
     ),
     "orion_crc": Kind(  # cell crops of the chosen slides
         f"{_REAL}.orion:build_orion_crc",
@@ -139,6 +159,7 @@ KINDS: dict[str, Kind] = {
         f"{_SRC}:orion_archives",
         SizeHint(50_000, 32, 32, 19, 2, eval_images=100_000),
         f"{_SRC}:orion_variants",
+        layout=f"{_REAL}.layouts:orion_crc",
     ),
     "eurosat": Kind(  # 13-band and RGB variants
         f"{_REAL}.sentinel2:build_eurosat",
@@ -146,6 +167,7 @@ KINDS: dict[str, Kind] = {
         ("bands13", "rgb"),
         f"{_SRC}:EUROSAT",
         SizeHint(27_000, 64, 64, 13, 2, eval_images=2 * 27_000),
+        layout=f"{_REAL}.layouts:eurosat",
     ),
     "mmearth": Kind(  # EuroSAT band order (B10 = 0 on L2A tiles)
         f"{_REAL}.sentinel2:build_mmearth",
@@ -153,6 +175,7 @@ KINDS: dict[str, Kind] = {
         ("pretrain",),
         f"{_SRC}:MMEARTH",
         SizeHint(100_000, 64, 64, 13, 2),
+        layout=f"{_REAL}.layouts:mmearth",
     ),
     "nct_crc": Kind(  # NCT-CRC-HE-100K + CRC-VAL-HE-7K
         f"{_REAL}.histology:build_nct_crc",
@@ -160,6 +183,7 @@ KINDS: dict[str, Kind] = {
         ("pretrain", "eval"),
         f"{_SRC}:NCT_CRC",
         SizeHint(100_000, 224, 224, 3, eval_images=100_000 + 7_180),
+        layout=f"{_REAL}.layouts:nct_crc",
     ),
     "camelyon17": Kind(  # WILDS patches (evaluation only)
         f"{_REAL}.histology:build_camelyon17",
@@ -167,6 +191,7 @@ KINDS: dict[str, Kind] = {
         ("camelyon",),
         f"{_SRC}:CAMELYON17",
         SizeHint(0, 96, 96, 3, eval_images=455_954),
+        layout=f"{_REAL}.layouts:camelyon17",
     ),
     "chestmnist": Kind(
         f"{_REAL}.medmnist:build_chestmnist",
@@ -175,6 +200,7 @@ KINDS: dict[str, Kind] = {
         f"{_SRC}:medmnist_archives",
         SizeHint(112_120, 28, 28, 1, eval_images=112_120),
         f"{_SRC}:medmnist_variants",
+        layout=f"{_REAL}.layouts:chestmnist",
     ),
     "pneumoniamnist": Kind(
         f"{_REAL}.medmnist:build_pneumoniamnist",
@@ -183,6 +209,7 @@ KINDS: dict[str, Kind] = {
         f"{_SRC}:medmnist_archives",
         SizeHint(0, 28, 28, 1, eval_images=5_856),
         f"{_SRC}:medmnist_variants",
+        layout=f"{_REAL}.layouts:pneumoniamnist",
     ),
 }
 """Dataset kinds: ``demo`` (generated, :mod:`splicer.data.demo`), ``folder`` (your images, read in place) and the

@@ -9,13 +9,22 @@ Each step reads and writes files only, so a rule (or a user) can run one step by
     correlate_features(features.npz, dataset_dir, out.json) -> mean |corr| with per-channel intensities
     evaluate_run(encoder.pt, {name: dataset_dir}, out.json) -> all of the above for one run, in one process
     supervised(run_config, dataset_dir, out_dir)     -> supervised ceiling with the same encoder and trainer
+
+``pretrain`` and ``supervised`` hold an exclusive lock on their run directory (:func:`run_lock`) while they
+write to it: a second process on the same directory fails at once with :class:`RunLocked`, naming the holder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import os
-from collections.abc import Mapping
+import socket
+import sys
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +32,11 @@ import numpy as np
 
 from splicer.fileio import write_atomic, write_json
 
+log = logging.getLogger(__name__)
+
 __all__ = [
+    "LOCK_FILE",
+    "RunLocked",
     "build_model",
     "correlate_features",
     "embed_dataset",
@@ -31,9 +44,87 @@ __all__ = [
     "load_features",
     "pretrain",
     "probe_features",
+    "run_lock",
     "spectrum_features",
     "supervised",
 ]
+
+LOCK_FILE = ".lock"
+"""The lock file of a run directory (it stays; the lock is on it, not its existence)."""
+_HELD: set[str] = set()  # run directories this process holds (POSIX locks do not exclude their own process)
+
+
+class RunLocked(RuntimeError):
+    """Another process is writing to the run directory (it holds the directory's lock)."""
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "a process whose details were not recorded"
+    job = f", SLURM job {info['slurm_job']}" if info.get("slurm_job") else ""
+    since = f" since {info.get('since')}" if info.get("since") else ""
+    return f"pid {info.get('pid')} on host {info.get('host')}{job}, running `{info.get('command')}`{since}"
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: str | Path, command: str = "splicer") -> Iterator[None]:
+    """Hold an exclusive lock on run directory ``out_dir`` for the block; :class:`RunLocked` if another process
+    (or this one) holds it.
+
+    The lock is a POSIX record lock (``fcntl.lockf``) on ``out_dir/.lock``, the kind of lock NFS (v3 through its
+    lock manager, v4 natively) and Lustre (mounted with ``-o flock``) share between the nodes of a cluster; the
+    kernel releases it when the process ends, however it ends, so a killed job leaves no stale lock (except on
+    NFS when a client node dies, until the server's lease or lock recovery expires it). Where the file system
+    refuses locks (Lustre mounted ``noflock``, some FUSE file systems) a warning is logged and the run goes on
+    unprotected. The holder's pid, host, SLURM job and start time are written into the file for the message.
+    """
+    import fcntl
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    key = str(path.resolve())
+    if key in _HELD:
+        raise RunLocked(f"run directory {out} is already in use by this process")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EAGAIN):
+                log.warning(
+                    "cannot lock %s (%s): this file system does not support locks; nothing stops a second process "
+                    "from writing to the same run directory",
+                    path,
+                    err,
+                )
+            else:
+                raise RunLocked(
+                    f"run directory {out} is in use by {_holder(fd)} (lock {path}). Two processes must not train "
+                    "into one directory: wait for it to finish or stop it, or give this run another --out"
+                ) from None
+        else:
+            info = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "slurm_job": os.environ.get("SLURM_JOB_ID"),
+                "command": command,
+                "since": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+            os.fsync(fd)  # on a shared file system, so that another node's message can name this process
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _fuse(setting: bool | str, device: str) -> bool:
@@ -104,6 +195,12 @@ def _set_aside_stale_checkpoint(out: Path, state: dict) -> None:
         )
 
 
+def _command_line() -> str:
+    """This process's command line, for a lock holder's description (``splicer ...`` for the command line tool)."""
+    program = Path(sys.argv[0]).name
+    return " ".join(["splicer" if program in ("cli.py", "splicer") else program, *sys.argv[1:]])[:300]
+
+
 def pretrain(cfg: Mapping, dataset_dir: str | Path, out_dir: str | Path, split: str | None = None) -> dict:
     """Pretrain on a dataset (optionally one split of it); resumes from ``out_dir/checkpoint.pt`` if present
     and it was written by the same run config on the same data (else it is set aside and training restarts)."""
@@ -119,12 +216,12 @@ def pretrain(cfg: Mapping, dataset_dir: str | Path, out_dir: str | Path, split: 
     torch.manual_seed(train_cfg.seed)
     model = build_model(cfg, data.channel_names, data.mask_names, tuple(data.images.shape[1:]))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {"run_config": cfg, "split": split, "data": data_fingerprint(dataset_dir)}
-    _set_aside_stale_checkpoint(out, state)
-    write_json(out / "run_state.json", state)
-    write_atomic(out / "run_config.json", lambda p: p.write_text(json.dumps(cfg, indent=2) + "\n"))
-    return train(model, np.asarray(data.images), train_cfg, out, masks=data.masks)
+    with run_lock(out, _command_line()):
+        state = {"run_config": cfg, "split": split, "data": data_fingerprint(dataset_dir)}
+        _set_aside_stale_checkpoint(out, state)
+        write_json(out / "run_state.json", state)
+        write_atomic(out / "run_config.json", lambda p: p.write_text(json.dumps(cfg, indent=2) + "\n"))
+        return train(model, np.asarray(data.images), train_cfg, out, masks=data.masks)
 
 
 def embed_dataset(
@@ -132,11 +229,14 @@ def embed_dataset(
 ) -> Path:
     """Embed every image of a dataset with a frozen encoder; saves features, labels, split and channel means."""
     from splicer.data.format import load_dataset
-    from splicer.encoders import load_encoder
-    from splicer.evaluate import embed
+    from splicer.evaluate import check_input, embed
 
     data = load_dataset(dataset_dir)
-    encoder = load_encoder(encoder_path)
+    encoder = _load_encoder(encoder_path)
+    try:
+        check_input(encoder, data.images.shape)
+    except ValueError as err:
+        raise ValueError(f"encoder {encoder_path} cannot embed dataset {dataset_dir}: {err}") from None
     feats = embed(encoder, data.images, batch_size=batch_size, device=device)
     out = Path(out_path)
     if out.suffix != ".npz":
@@ -157,6 +257,23 @@ def embed_dataset(
     return out
 
 
+def _load_encoder(path: str | Path) -> Any:
+    """:func:`~splicer.encoders.load_encoder`, with a damaged file reported as bad input naming it and the fix."""
+    from splicer.encoders import load_encoder
+    from splicer.train import load_error_reason
+
+    try:
+        return load_encoder(path)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for damaged files
+        raise ValueError(
+            f"encoder {path} cannot be read ({load_error_reason(err)}): it is truncated or corrupt. Rebuild it: "
+            f"delete it and rerun its pretraining (in the pipeline: `snakemake --forcerun {path} <your target>`), "
+            "which resumes from the run's checkpoint.pt if that is intact"
+        ) from None
+
+
 def load_features(path: str | Path) -> dict[str, np.ndarray]:
     """Read a features file written by :func:`embed_dataset`, checking its keys."""
     with np.load(path, allow_pickle=False) as f:
@@ -174,10 +291,17 @@ def _split(f: Mapping[str, np.ndarray], name: str, path: str | Path) -> tuple[np
     return f["features"][rows], f["labels"][rows]
 
 
-def _labelled(split: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Only the rows with a label (``-1`` = unlabelled is not a class a probe may learn or be scored on)."""
+def _labelled(split: tuple[np.ndarray, np.ndarray], name: str, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Only the rows with a label (``-1`` = unlabelled is not a class a probe may learn or be scored on); a split
+    with no labelled row is an error saying which."""
     features, labels = split
     keep = labels >= 0
+    if not keep.any():
+        what = f"holds {len(labels)} image(s), none labelled (label -1)" if len(labels) else "is empty (0 samples)"
+        raise ValueError(
+            f"features file {path}: split {name!r} {what}; the probe needs labelled train, val and test samples "
+            "(for a folder dataset: labels for images of every split, e.g. a split column in the labels CSV)"
+        )
     return features[keep], labels[keep]
 
 
@@ -188,7 +312,7 @@ def probe_features(
     from splicer.evaluate import linear_probe, mlp_probe
 
     f = load_features(features_path)
-    splits = [_labelled(_split(f, s, features_path)) for s in ("train", "val", "test")]
+    splits = [_labelled(_split(f, s, features_path), s, features_path) for s in ("train", "val", "test")]
     if head == "linear":
         result = linear_probe(*splits, **options)
     elif head == "mlp":
@@ -295,7 +419,8 @@ def supervised(cfg: Mapping, dataset_dir: str | Path, out_dir: str | Path, seed:
     model = SupervisedModel(encoder, len(data.class_names), BatchAugment(AugmentConfig.from_dict(cfg["augment"])))
     best = _BestOnVal(model, val_set, device)
     out = Path(out_dir)
-    train(model, np.asarray(train_set.images), tcfg, out, hooks=best, labels=np.asarray(train_set.labels))
+    with run_lock(out, _command_line()):
+        train(model, np.asarray(train_set.images), tcfg, out, hooks=best, labels=np.asarray(train_set.labels))
     model.load_state_dict(best.best["state"])
     result = {
         "accuracy": _accuracy(model, test_set, device),

@@ -59,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from splicer.data.format import ImageDataset, load_dataset
+from splicer.data.format import ImageDataset, array_records, load_dataset
 from splicer.fileio import write_atomic
 from splicer.segmenters import classical_lungs, classical_nuclei, dice
 
@@ -516,6 +516,6 @@ def segment_manifest(
         name: _segment(runner, spec, src_manifest.parent / name, dst_manifest.parent / name, cache_dir)
         for name in manifest["datasets"]
     }
-    out = {**manifest, "segmentation": records}
+    out = {**manifest, "segmentation": records, "arrays": array_records(dst_manifest.parent, list(records))}
     _write_text(dst_manifest, json.dumps(out, indent=2))
     return out

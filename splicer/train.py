@@ -8,8 +8,11 @@
   ``(seed, s)``;
 
 so no RNG state is checkpointed and a run resumed from ``checkpoint.pt`` on the CPU ends with weights
-bitwise equal to an uninterrupted one. SIGTERM / SIGUSR1 (SLURM preemption) finish the current step, write a
-checkpoint and raise :class:`Preempted`. Model initialisation (seeding the weights) is the caller's job.
+bitwise equal to an uninterrupted one. SIGTERM / SIGUSR1 (SLURM preemption) and SIGINT (Ctrl-C) finish the
+current step, write a checkpoint and raise :class:`Preempted` (a second Ctrl-C stops at once, the last checkpoint
+kept). A ``checkpoint.pt`` that cannot be read (truncated, corrupt) is moved aside to
+``checkpoint.corrupt-<time>.pt`` and training restarts from step 0, with a warning. Model initialisation (seeding
+the weights) is the caller's job.
 
 Step numbering: ``step`` in ``metrics.csv``, hooks, checkpoints and messages is the number of optimiser steps
 completed (1-based); a checkpoint at step ``s`` holds the weights after ``s`` updates.
@@ -60,18 +63,22 @@ RESULT_KEYS = (
     "seed",
     "max_steps",
 )
-_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1", "SIGINT") if hasattr(signal, name))
 
 
 class Preempted(RuntimeError):
-    """Training stopped by SIGTERM/SIGUSR1 after writing a checkpoint at ``step``; rerun to resume."""
+    """Training stopped by SIGTERM/SIGUSR1/SIGINT (``signum``) after writing a checkpoint at ``step``; rerun to
+    resume."""
 
-    def __init__(self, step: int, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, step: int, path: str | os.PathLike[str] | None = None, signum: int | None = None) -> None:
         self.step = step
         self.path = path
+        self.signum = signum
+        name = signal.Signals(signum).name if signum is not None else "a signal"
         super().__init__(
-            f"training preempted by a signal; checkpoint written at step {step}"
+            f"training stopped by {name}; checkpoint written at step {step}"
             + (f" to {path}" if path is not None else "")
+            + "; rerun the same command to resume"
         )
 
 
@@ -128,13 +135,15 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         """Build from a mapping; unknown keys raise ``ValueError`` naming them."""
+        from splicer.config import coerce_fields
+
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(
                 f"unknown TrainConfig key(s): {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
             )
-        return cls(**dict(d))
+        return cls(**coerce_fields(cls, d, "train"))
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -234,6 +243,8 @@ def _preemption_flag() -> Iterator[dict[str, int | None]]:
     flag: dict[str, int | None] = {"signal": None}
 
     def handler(signum: int, frame: Any) -> None:
+        if signum == flag["signal"] == signal.SIGINT:  # a second Ctrl-C: stop now (the last checkpoint is kept)
+            raise KeyboardInterrupt
         flag["signal"] = signum
 
     previous = {}
@@ -241,7 +252,7 @@ def _preemption_flag() -> Iterator[dict[str, int | None]]:
         for sig in _SIGNALS:
             previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread: signals cannot be handled here
-        log.warning("train() is not running in the main thread; SIGTERM/SIGUSR1 are not intercepted")
+        log.warning("train() is not running in the main thread; SIGTERM/SIGUSR1/SIGINT are not intercepted")
     try:
         yield flag
     finally:
@@ -295,8 +306,39 @@ def _summary_writer(out_dir: Path) -> Any:
     return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
 
 
-def _load_checkpoint(path: Path, cfg: TrainConfig, n_images: int, device: torch.device) -> dict[str, Any]:
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+def load_error_reason(err: BaseException) -> str:
+    """What went wrong loading a file, for a message: torch's own text may advise ``weights_only=False``, which
+    would run code from the file, so that advice is never repeated."""
+    first = str(err).strip().split("\n")[0]
+    if "weights_only" in str(err):
+        first = "it holds objects other than tensors, which are not loaded"
+    return f"{type(err).__name__}: {first}"
+
+
+def _set_aside_corrupt(path: Path, err: BaseException) -> None:
+    """Move an unreadable checkpoint to ``checkpoint.corrupt-<time>.pt`` (kept for inspection, never read)."""
+    stamp, n = time.strftime("%Y%m%d-%H%M%S"), 0
+    while (aside := path.with_name(f"{path.stem}.corrupt-{stamp}{f'-{n}' if n else ''}{path.suffix}")).exists():
+        n += 1
+    os.replace(path, aside)
+    log.warning(
+        "%s cannot be read (%s): truncated or corrupt; moved it to %s and starting again from step 0",
+        path,
+        load_error_reason(err),
+        aside.name,
+    )
+
+
+def _load_checkpoint(path: Path, cfg: TrainConfig, n_images: int, device: torch.device) -> dict[str, Any] | None:
+    """The checkpoint at ``path``, or ``None`` when it cannot be read (it is then set aside, see
+    :func:`_set_aside_corrupt`); one written with other result-changing settings is a ValueError."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(ckpt, dict) or not {"model", "optimizer", "step"} <= set(ckpt):
+            raise ValueError("not a training checkpoint (no model, optimizer and step)")
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for damaged files
+        _set_aside_corrupt(path, err)
+        return None
     saved = ckpt.get("config", {})
     current = asdict(cfg)
     for key in RESULT_KEYS:
@@ -370,8 +412,8 @@ def train(
     optimizer = build_optimizer(model, cfg)
 
     start_step = 0
-    if ckpt_path.exists():
-        ckpt = _load_checkpoint(ckpt_path, cfg, n, device)
+    ckpt = _load_checkpoint(ckpt_path, cfg, n, device) if ckpt_path.exists() else None
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         for h, state in zip(stateful, ckpt.get("hooks", []), strict=False):
@@ -453,7 +495,7 @@ def train(
                 if flag["signal"] is not None:
                     save_checkpoint(step)
                     log.warning("signal %s received: checkpoint written at step %d", flag["signal"], step)
-                    raise Preempted(step, ckpt_path)
+                    raise Preempted(step, ckpt_path, flag["signal"])
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
                     save_checkpoint(step)
         finally:

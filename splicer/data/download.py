@@ -207,22 +207,27 @@ def _download(
     url: str, part: Path, *, retries: int, timeout: float, chunk: int, size: int | None, backoff: float
 ) -> None:
     """Fill ``part`` from ``url``, resuming and retrying transient failures (``retries`` times after the first)."""
-    failures = 0
+    errors: list[str] = []
     while True:
         try:
             _transfer(url, part, timeout=timeout, chunk=chunk, size=size)
             return
         except urllib.error.HTTPError as err:
-            if err.code not in (408, 429) and err.code < 500:
-                raise DownloadError(f"HTTP {err.code} {err.reason} for {url}") from err
+            if err.code not in (408, 429) and err.code < 500:  # cannot change on retry: not retried
+                earlier = "".join(f"\n  attempt {i}: {e}" for i, e in enumerate(errors, 1))
+                raise DownloadError(
+                    f"HTTP {err.code} {err.reason} for {url}"
+                    + (f" (after {len(errors)} failed attempt(s):{earlier})" if errors else "")
+                ) from err
             error: Exception = err
         except (_ShortRead, *_TRANSIENT) as err:
             error = err
-        failures += 1
-        if failures > retries:
-            raise DownloadError(f"giving up on {url} after {failures} attempts: {error}") from error
-        log.warning("download of %s failed (%s); retry %d/%d", url, error, failures, retries)
-        _backoff_sleep(failures, backoff)
+        errors.append(f"{type(error).__name__}: {error}")
+        if len(errors) > retries:
+            attempts = "".join(f"\n  attempt {i}: {e}" for i, e in enumerate(errors, 1))
+            raise DownloadError(f"giving up on {url} after {len(errors)} attempts:{attempts}") from error
+        log.warning("download of %s failed (%s); retry %d/%d", url, error, len(errors), retries)
+        _backoff_sleep(len(errors), backoff)
 
 
 def fetch(
@@ -252,6 +257,7 @@ def fetch(
 
     dest.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
+    first = ""
     for attempt in (1, 2):
         log.info("downloading %s -> %s", archive.url, path)
         _download(archive.url, part, retries=retries, timeout=timeout, chunk=chunk, size=archive.size, backoff=backoff)
@@ -260,7 +266,9 @@ def fetch(
         except ChecksumError as err:
             part.unlink(missing_ok=True)
             if attempt == 2:
-                raise ChecksumError(path, err.algo, err.expected, err.actual, " (downloaded twice)") from err
+                detail = f" (downloaded twice; the first download got {first})"
+                raise ChecksumError(path, err.algo, err.expected, err.actual, detail) from err
+            first = err.actual
             log.warning("%s; deleted it, downloading again from scratch", err)
             continue
         os.replace(part, path)

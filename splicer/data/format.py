@@ -10,10 +10,16 @@ Layout of a dataset directory::
 
 Every validation failure raises :class:`DatasetFormatError` (a ``ValueError``) whose message names the
 offending file (full path) and key.
+
+A folder of datasets built by the pipeline holds a ``manifest.json`` beside them whose ``arrays`` record each
+array's size in bytes and a checksum of a sample of it (:func:`array_record`). :func:`load_dataset` compares the
+arrays with that record and fails with :class:`DatasetChangedError`, naming the file, what changed and how to
+rebuild, when one was truncated or modified after the build (Snakemake itself tracks only the manifest).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,9 +33,12 @@ __all__ = [
     "ARRAY_FILES",
     "IMAGE_DTYPES",
     "META_KEYS",
+    "DatasetChangedError",
     "DatasetFormatError",
     "DatasetWriter",
     "ImageDataset",
+    "array_record",
+    "array_records",
     "load_dataset",
     "save_dataset",
     "to_float",
@@ -45,6 +54,10 @@ META_FILE = "meta.json"
 
 class DatasetFormatError(ValueError):
     """A dataset directory or the arrays passed to :func:`save_dataset` do not follow the format."""
+
+
+class DatasetChangedError(DatasetFormatError):
+    """An array of a built dataset no longer matches the size or sampled checksum its manifest recorded."""
 
 
 def _fail(file: Path, key: str, problem: str) -> DatasetFormatError:
@@ -403,6 +416,83 @@ def _move_into_place(tmp: Path, root: Path) -> None:
         os.replace(tmp, root)
 
 
+# ------------------------------------------------------------------------------------------ manifest record
+MANIFEST = "manifest.json"
+_SAMPLE_BLOCK = 64 << 10  # bytes per sampled block
+_SAMPLE_BLOCKS = 17  # evenly spaced blocks, first and last included: ~1 MiB read per array
+
+
+def array_record(path: str | os.PathLike) -> dict[str, Any]:
+    """Size in bytes and a cheap checksum of a (possibly huge) file: BLAKE2b of its size and of 17 evenly spaced
+    64 KiB blocks (the .npy header, the start and the end included), ~1 MiB read whatever the file's size. It
+    catches truncation, growth and any change inside the sampled blocks; a change elsewhere goes unseen (a full
+    hash of a 50 GB array would cost minutes in every job)."""
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
+    with open(path, "rb") as fh:
+        starts = sorted({round(i * max(size - _SAMPLE_BLOCK, 0) / (_SAMPLE_BLOCKS - 1)) for i in range(_SAMPLE_BLOCKS)})
+        for start in starts:
+            fh.seek(start)
+            digest.update(fh.read(_SAMPLE_BLOCK))
+    return {"bytes": size, "sampled_blake2b": digest.hexdigest()}
+
+
+def array_records(folder: str | os.PathLike, names: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{dataset: {array file: array_record}}`` for datasets ``names`` of ``folder`` (a manifest's ``arrays``)."""
+    folder = Path(folder)
+    return {
+        name: {f: array_record(folder / name / f) for f in ARRAY_FILES.values() if (folder / name / f).exists()}
+        for name in names
+    }
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when inside it (as Snakemake names it), else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _check_manifest_record(root: Path) -> None:
+    """Compare the arrays of dataset ``root`` with the record of ``root/../manifest.json``, when there is one and
+    the dataset is not newer than it (a folder being rebuilt rewrites ``meta.json`` before its manifest)."""
+    manifest = root.parent / MANIFEST
+    try:
+        if manifest.stat().st_mtime_ns < (root / META_FILE).stat().st_mtime_ns:
+            return
+        record = json.loads(manifest.read_text()).get("arrays", {}).get(root.name)
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return
+    if not isinstance(record, dict):
+        return
+    for name, expected in record.items():
+        file = root / name
+        try:
+            actual = array_record(file) if file.exists() else None
+        except OSError as err:
+            actual, problem = None, f"cannot be read ({err})"
+        else:
+            problem = "is missing"
+        if actual == expected:
+            continue
+        if actual is not None and actual["bytes"] != expected.get("bytes"):
+            problem = f"has {actual['bytes']} bytes, but {expected.get('bytes')} when it was built (truncated?)"
+        elif actual is not None:
+            problem = "has the size it was built with but other contents (its sampled checksum differs)"
+        owner = file.resolve().parent.parent / MANIFEST  # a segmented folder links its images to the data folder
+        try:
+            rule = "segment" if "segmentation" in json.loads(owner.read_text()) else "build_data"
+        except (OSError, json.JSONDecodeError):
+            owner, rule = manifest, "build_data"
+        raise DatasetChangedError(
+            f"{_shown(file)} {problem}: the dataset changed after the build recorded in {_shown(manifest)}. "
+            f"Rebuild it: `snakemake --forcerun {_shown(owner)} <your target>` (rule {rule}; it reruns what depends "
+            f"on it), or delete {_shown(owner.parent)} and rerun"
+        )
+
+
 # -------------------------------------------------------------------------------------------------- load
 def _load_array(file: Path, key: str, mmap: bool) -> np.ndarray:
     if not file.is_file():
@@ -414,7 +504,8 @@ def _load_array(file: Path, key: str, mmap: bool) -> np.ndarray:
 
 
 def load_dataset(path: str | os.PathLike, mmap: bool = True) -> ImageDataset:
-    """Load and validate a dataset directory (arrays memory-mapped read-only when ``mmap``)."""
+    """Load and validate a dataset directory (arrays memory-mapped read-only when ``mmap``); arrays that differ
+    from the record of the folder's ``manifest.json`` raise :class:`DatasetChangedError`."""
     root = Path(path).absolute()
     f_meta = root / META_FILE
     if not root.is_dir():
@@ -427,6 +518,7 @@ def load_dataset(path: str | os.PathLike, mmap: bool = True) -> ImageDataset:
         raise _fail(f_meta, "meta", f"invalid JSON: {err}") from err
     meta = _validate_meta(meta, f_meta)
     meta.setdefault("info", {})
+    _check_manifest_record(root)
     images = _load_array(root / ARRAY_FILES["images"], "images", mmap)
     labels = _load_array(root / ARRAY_FILES["labels"], "labels", mmap)
     split = _load_array(root / ARRAY_FILES["split"], "split", mmap)

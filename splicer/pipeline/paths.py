@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 
 from splicer.pipeline.grid import Run, experiment_runs
@@ -80,18 +81,23 @@ def supervised_path(config: Mapping, experiment: str, evaluation: str, seed: int
 
 
 def split_flag(config: Mapping, experiment: str) -> str:
-    """``--split NAME`` when the experiment pretrains on one split of its pretraining dataset."""
+    """``--split NAME`` when the experiment pretrains on one split of its pretraining dataset (shell-quoted)."""
     split = config["experiments"][experiment].get("pretrain_split")
-    return f"--split {split}" if split else ""
+    return shlex.join(["--split", split]) if split else ""
 
 
 def evaluate_args(config: Mapping, experiment: str) -> str:
-    """``--eval name=dir ... --spectrum name --correlate name`` for one experiment's evaluate job."""
+    """``--eval name=dir ... --spectrum name --correlate name`` for one experiment's evaluate job, every word
+    shell-quoted (the rule pastes it into its command line)."""
     exp = config["experiments"][experiment]
-    args = [f"--eval {name}={dataset_path(config, experiment, spec['data'])}" for name, spec in exp["evaluate"].items()]
-    args += [f"--spectrum {name}" for name in exp.get("spectrum", [])]
-    args += [f"--correlate {name}" for name in exp.get("correlate", [])]
-    return " ".join(args)
+    args: list[str] = []
+    for name, spec in exp["evaluate"].items():
+        args += ["--eval", f"{name}={dataset_path(config, experiment, spec['data'])}"]
+    for name in exp.get("spectrum", []):
+        args += ["--spectrum", name]
+    for name in exp.get("correlate", []):
+        args += ["--correlate", name]
+    return shlex.join(args)
 
 
 def ceiling_sources(config: Mapping, experiment: str) -> list[str]:

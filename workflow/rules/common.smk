@@ -1,6 +1,7 @@
 import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 # The package lives beside the Snakefile; jobs (local, conda or SLURM) import it through PYTHONPATH.
 sys.path.insert(0, workflow.basedir)
@@ -18,8 +19,10 @@ C.export_environment(workflow.basedir)
 # In a SLURM job: SIGUSR1 (the profile's pre-emption warning) is for the trainer only (see splicer/cluster.py).
 C.ignore_preemption_signal_in_job()
 
+# Notes: legal but unusual choices, worth a look before the GPU bill.
 try:
-    check_config(config)
+    for _note in check_config(config):
+        logger.warning(f"note: {_note}")
 except ValueError as err:
     raise WorkflowError(str(err)) from None
 

@@ -12,7 +12,10 @@ rule download:
     wildcard_constraints:
         kind="[A-Za-z0-9_]+",
         file="[^/]+",
-    retries: 2
+    # Not rerun on failure (this overrides the profile's retries): network errors are retried inside the job,
+    # resuming the transfer with backoff (splicer.data.download), while a checksum mismatch or an archive missing
+    # offline would fail the same way again, and a rerun would replace the log that says why.
+    retries: 0
     localrule: True
     conda:
         "../../envs/data.yaml"

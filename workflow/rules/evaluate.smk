@@ -24,9 +24,10 @@ rule evaluate:
         args=lambda w: P.evaluate_args(config, w.experiment),
         head=config["probe"]["head"],
         device=config["device"],
+    # every value is quoted (:q); params.args is quoted by splicer.pipeline.paths
     shell:
-        "OMP_NUM_THREADS={threads} python -m splicer.cli evaluate --encoder {input.encoder} {params.args} "
-        "--out {output} --head {params.head} --seed {wildcards.seed} --device {params.device} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m splicer.cli evaluate --encoder {input.encoder:q} {params.args} "
+        "--out {output:q} --head {params.head:q} --seed {wildcards.seed:q} --device {params.device:q} > {log:q} 2>&1"
 
 
 rule supervised:
@@ -54,8 +55,8 @@ rule supervised:
         data=lambda w: P.dataset_path(config, w.experiment, w.evaluation),
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "export OMP_NUM_THREADS={threads}; exec python -m splicer.cli supervised --config {input.cfg} "
-        "--data {params.data} --out {params.out} --seed {wildcards.seed} > {log} 2>&1"
+        "export OMP_NUM_THREADS={threads}; exec python -m splicer.cli supervised --config {input.cfg:q} "
+        "--data {params.data:q} --out {params.out:q} --seed {wildcards.seed:q} > {log:q} 2>&1"
 
 
 rule tables:

@@ -49,6 +49,7 @@ rule pretrain:
         ),
         split=lambda w: P.split_flag(config, w.experiment),
         out=lambda w, output: os.path.dirname(output.encoder),
+    # every value is quoted (:q); params.split is quoted by splicer.pipeline.paths
     shell:
-        "export OMP_NUM_THREADS={threads}; exec python -m splicer.cli pretrain --config {input.cfg} "
-        "--data {params.data} --out {params.out} {params.split} > {log} 2>&1"
+        "export OMP_NUM_THREADS={threads}; exec python -m splicer.cli pretrain --config {input.cfg:q} "
+        "--data {params.data:q} --out {params.out:q} {params.split} > {log:q} 2>&1"

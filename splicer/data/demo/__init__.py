@@ -14,7 +14,7 @@ radiographs with lung masks).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from splicer.data.demo.xray import make_xray
 __all__ = [
     "DEMO_FAMILIES",
     "demo_datasets",
+    "layout",
     "make_demo",
     "make_histology",
     "make_hyperspectral",
@@ -43,13 +44,14 @@ DEMO_FAMILIES: dict[str, Callable[..., dict[str, Path]]] = {
     "histology": make_histology,
     "xray": make_xray,
 }
-_DATASETS = {
-    "mnist_cifar": mnist_cifar.DATASETS,
-    "multiplex": multiplex.DATASETS,
-    "hyperspectral": hyperspectral.DATASETS,
-    "histology": histology.DATASETS,
-    "xray": xray.DATASETS,
+_MODULES = {
+    "mnist_cifar": mnist_cifar,
+    "multiplex": multiplex,
+    "hyperspectral": hyperspectral,
+    "histology": histology,
+    "xray": xray,
 }
+_DATASETS = {family: module.DATASETS for family, module in _MODULES.items()}
 
 
 def _family(family: str) -> Callable[..., dict[str, Path]]:
@@ -62,6 +64,14 @@ def demo_datasets(family: str) -> tuple[str, ...]:
     """The datasets a demo family writes (declared, not generated)."""
     _family(family)
     return _DATASETS[family]
+
+
+def layout(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``Kind.layout`` of the ``demo`` kind: the channels, masks and sizes the entry's family writes with its
+    ``params`` (:class:`~splicer.registry.Layout` per dataset), declared by each family module, not generated."""
+    family = spec.get("family", "")
+    _family(family)
+    return _MODULES[family].layout(dict(spec.get("params") or {}))
 
 
 def make_demo(family: str, out_dir: str | Path, seed: int = 0, **params: Any) -> dict[str, Path]:

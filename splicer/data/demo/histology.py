@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,8 +22,9 @@ from splicer.data.demo.common import (
     to_u8,
 )
 from splicer.data.vocab import SPLITS
+from splicer.registry import Layout
 
-__all__ = ["DATASETS", "HISTOLOGY_CLASSES", "make_histology"]
+__all__ = ["DATASETS", "HISTOLOGY_CLASSES", "layout", "make_histology"]
 
 DATASETS = ("pretrain", "eval", "shift")
 """The datasets :func:`make_histology` writes."""
@@ -184,3 +188,9 @@ def make_histology(
         **common,
     )
     return paths
+
+
+def layout(params: Mapping[str, Any]) -> dict[str, Layout]:
+    """What :func:`make_histology` writes with ``params`` (declared, not generated): RGB with a nuclei mask."""
+    size = params.get("size", inspect.signature(make_histology).parameters["size"].default)
+    return dict.fromkeys(DATASETS, Layout(("R", "G", "B"), ("nuclei",), (size, size)))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,8 +22,9 @@ from splicer.data.demo.common import (
     to_u16,
 )
 from splicer.data.vocab import HYPERSPECTRAL_BANDS, RGB_BANDS, SPLITS
+from splicer.registry import Layout
 
-__all__ = ["DATASETS", "make_hyperspectral"]
+__all__ = ["DATASETS", "layout", "make_hyperspectral"]
 
 DATASETS = ("pretrain", "bands13", "rgb")
 """The datasets :func:`make_hyperspectral` writes."""
@@ -182,3 +186,10 @@ def make_hyperspectral(
         info={**info, "channel_order": "R,G,B"},
     )
     return paths
+
+
+def layout(params: Mapping[str, Any]) -> dict[str, Layout]:
+    """What :func:`make_hyperspectral` writes with ``params`` (declared, not generated)."""
+    size = params.get("size", inspect.signature(make_hyperspectral).parameters["size"].default)
+    bands = Layout(tuple(HYPERSPECTRAL_BANDS), (), (size, size))
+    return {"pretrain": bands, "bands13": bands, "rgb": Layout(tuple(RGB_BANDS), (), (size, size))}

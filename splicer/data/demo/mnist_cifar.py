@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,8 +22,9 @@ from splicer.data.demo.common import (
     to_u8,
 )
 from splicer.data.vocab import SPLITS
+from splicer.registry import Layout
 
-__all__ = ["DATASETS", "make_mnist_cifar"]
+__all__ = ["DATASETS", "layout", "make_mnist_cifar"]
 
 DATASETS = ("pretrain", "pretrain_cifar_only", "rNONE", "rMNIST", "rCIFAR", "mnist_only", "cifar_only")
 """The datasets :func:`make_mnist_cifar` writes."""
@@ -214,3 +218,12 @@ def make_mnist_cifar(
         info={**half_info, "component": "cifar"},
     )
     return paths
+
+
+def layout(params: Mapping[str, Any]) -> dict[str, Layout]:
+    """What :func:`make_mnist_cifar` writes with ``params`` (declared, not generated): RGB, no masks, the whole
+    images (2 * half_size, half_size) and the halves (half_size, half_size)."""
+    s = params.get("half_size", inspect.signature(make_mnist_cifar).parameters["half_size"].default)
+    whole, half = Layout(("R", "G", "B"), (), (2 * s, s)), Layout(("R", "G", "B"), (), (s, s))
+    halves = ("pretrain_cifar_only", "mnist_only", "cifar_only")
+    return {name: half if name in halves else whole for name in DATASETS}

@@ -4,7 +4,10 @@ dim CD4 / CD8a / FOXP3 the T-cell subtype.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +24,9 @@ from splicer.data.demo.common import (
     to_u8,
 )
 from splicer.data.vocab import CELL_TYPES, MULTIPLEX_CHANNELS, SPLITS, T_SUBTYPES
+from splicer.registry import Layout
 
-__all__ = ["DATASETS", "make_multiplex"]
+__all__ = ["DATASETS", "layout", "make_multiplex"]
 
 DATASETS = ("pretrain", "cell_types", "t_cells")
 """The datasets :func:`make_multiplex` writes."""
@@ -226,3 +230,9 @@ def make_multiplex(
         info=info,
     )
     return paths
+
+
+def layout(params: Mapping[str, Any]) -> dict[str, Layout]:
+    """What :func:`make_multiplex` writes with ``params`` (declared, not generated)."""
+    size = params.get("size", inspect.signature(make_multiplex).parameters["size"].default)
+    return dict.fromkeys(DATASETS, Layout(tuple(MULTIPLEX_CHANNELS), (), (size, size)))

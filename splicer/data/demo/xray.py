@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +21,9 @@ from splicer.data.demo.common import (
     to_u8,
 )
 from splicer.data.vocab import SPLITS
+from splicer.registry import Layout
 
-__all__ = ["DATASETS", "make_xray"]
+__all__ = ["DATASETS", "layout", "make_xray"]
 
 DATASETS = ("pretrain", "pneumonia")
 """The datasets :func:`make_xray` writes."""
@@ -129,3 +133,9 @@ def make_xray(
         out, "pneumonia", img, y, split_codes(counts), masks=masks, split_names=SPLITS, info=info, **common
     )
     return paths
+
+
+def layout(params: Mapping[str, Any]) -> dict[str, Layout]:
+    """What :func:`make_xray` writes with ``params`` (declared, not generated): one channel with a lungs mask."""
+    size = params.get("size", inspect.signature(make_xray).parameters["size"].default)
+    return dict.fromkeys(DATASETS, Layout(("X-ray",), ("lungs",), (size, size)))

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +61,9 @@ import numpy as np
 
 from splicer.data.format import DatasetWriter
 from splicer.data.real.common import SPLITS, BuildError, Caps, check_params, split_order, three_way_split
+from splicer.registry import Layout
 
-__all__ = ["DEFAULTS", "IMAGE_SUFFIXES", "build_folder", "read_image", "read_mask"]
+__all__ = ["DEFAULTS", "IMAGE_SUFFIXES", "build_folder", "layout", "read_image", "read_mask"]
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +82,43 @@ DEFAULTS: dict[str, Any] = {
     "resize_masks": False,
 }
 DEFAULT_SPLIT = [0.7, 0.15, 0.15]
+_SHOWN = 20  # names listed per kind of skipped file or unmatched label row (log and meta.json)
 
 
 # =========================================================================================== reading files
-def _list_files(folder: Path, what: str) -> dict[str, Path]:
-    """Stem -> file of the PNG/TIFF files of ``folder`` (sorted by stem); duplicate stems are an error."""
+def _list_files(folder: Path, what: str) -> tuple[dict[str, Path], dict[str, list[str]]]:
+    """Stem -> file of the PNG/TIFF files of ``folder`` (sorted by stem), and what was skipped, by reason:
+    ``hidden`` files, ``other_suffix`` (not PNG/TIFF), ``dangling_links`` (symlinks to nothing), ``not_files``
+    (folders and the like). Duplicate stems are an error."""
     if not folder.is_dir():
         raise BuildError(folder, f"{what} folder does not exist")
     out: dict[str, Path] = {}
+    skipped: dict[str, list[str]] = {"hidden": [], "other_suffix": [], "dangling_links": [], "not_files": []}
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        if p.stem in out:
+        if p.name.startswith("."):
+            skipped["hidden"].append(p.name)
+        elif p.is_symlink() and not p.exists():
+            skipped["dangling_links"].append(p.name)
+        elif not p.is_file():
+            skipped["not_files"].append(p.name)
+        elif p.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped["other_suffix"].append(p.name)
+        elif p.stem in out:
             raise BuildError(p, f"two {what} files with stem {p.stem!r}: {out[p.stem].name} and {p.name}")
-        out[p.stem] = p
-    return dict(sorted(out.items()))
+        else:
+            out[p.stem] = p
+    return dict(sorted(out.items())), {k: v for k, v in skipped.items() if v}
+
+
+def _report_skipped(folder: Path, what: str, skipped: Mapping[str, list[str]]) -> dict[str, Any]:
+    """Log what :func:`_list_files` skipped (a dangling link as a warning) and summarise it for ``meta.json``."""
+    for reason, names in skipped.items():
+        shown = ", ".join(names[:_SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > _SHOWN else "")
+        if reason == "dangling_links":
+            log.warning("folder %s: skipped %d symlink(s) pointing to nothing: %s", folder, len(names), shown)
+        else:
+            log.info("folder %s: skipped %d %s entr(y/ies) (%s): %s", folder, len(names), what, reason, shown)
+    return {reason: {"count": len(names), "names": names[:_SHOWN]} for reason, names in skipped.items()}
 
 
 def _read_png(path: Path) -> tuple[np.ndarray, str, bool]:
@@ -317,8 +341,9 @@ def _scan(files: dict[str, Path], channel_axis: str, size: tuple[int, int] | Non
     return _Plan(list(files), list(files.values()), (first[1], *hw), first[2], sizes)
 
 
-def _read_labels(path: Path, stems: Sequence[str]) -> tuple[dict[str, str], dict[str, str], int]:
-    """Stem -> label, stem -> split (if a split column) from the labels CSV; rows naming no image are counted."""
+def _read_labels(path: Path, stems: Sequence[str]) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """Stem -> label, stem -> split (if a split column) from the labels CSV, and the files named by rows that
+    match no image. A CSV with no row, or none matching an image, is an error naming it."""
     if not path.is_file():
         raise BuildError(path, "labels CSV does not exist")
     try:
@@ -331,10 +356,12 @@ def _read_labels(path: Path, stems: Sequence[str]) -> tuple[dict[str, str], dict
         if header[2:] not in ([], ["split"]):
             raise BuildError(path, f"columns must be file,label[,split]; got {header}")
         rows = rows[1:]
+    if not rows:
+        raise BuildError(path, "labels CSV has no rows (expected file,label[,split] lines)")
     known = set(stems)
     labels: dict[str, str] = {}
     splits: dict[str, str] = {}
-    unmatched = 0
+    unmatched: list[str] = []
     for i, row in enumerate(rows, start=2 if has_header else 1):
         if len(row) < 2 or not row[0].strip() or not row[1].strip():
             raise BuildError(path, f"line {i}: need file,label, got {row}")
@@ -346,7 +373,7 @@ def _read_labels(path: Path, stems: Sequence[str]) -> tuple[dict[str, str], dict
         if stem in labels and labels[stem] != label:
             raise BuildError(path, f"line {i}: {stem!r} labelled both {labels[stem]!r} and {label!r}")
         if stem not in known:
-            unmatched += 1
+            unmatched.append(row[0].strip())
             continue
         labels[stem] = label
         if len(row) > 2 and row[2].strip():
@@ -354,6 +381,12 @@ def _read_labels(path: Path, stems: Sequence[str]) -> tuple[dict[str, str], dict
             if split not in SPLITS:
                 raise BuildError(path, f"line {i}: split {row[2]!r} is not one of {SPLITS}")
             splits[stem] = split
+    if not labels:
+        raise BuildError(
+            path,
+            f"none of its {len(unmatched)} row(s) names an image (rows name e.g. {unmatched[:3]}; the images are "
+            f"e.g. {list(stems)[:3]}): the file column must hold an image's file name or stem, without folders",
+        )
     return labels, splits, unmatched
 
 
@@ -425,8 +458,11 @@ def _check(p: dict[str, Any]) -> None:
             f"datasets entry of kind 'folder': params.channel_axis must be auto, first or last, got "
             f"{p['channel_axis']!r}"
         )
-    if not isinstance(p["name"], str) or not p["name"] or "/" in p["name"] or p["name"].startswith("."):
-        raise ValueError(f"datasets entry of kind 'folder': params.name must be a plain folder name, got {p['name']!r}")
+    if not isinstance(p["name"], str) or not re.fullmatch(r"[A-Za-z0-9_]+", p["name"]):
+        raise ValueError(
+            "datasets entry of kind 'folder': params.name must be a plain name of letters, digits and _ (it is a "
+            f"folder, and experiments name it as pretrain or evaluate data), got {p['name']!r}"
+        )
     if p["split"] is not None and (not isinstance(p["split"], list | tuple) or len(p["split"]) != 3):
         raise ValueError(
             f"datasets entry of kind 'folder': params.split must be [train, val, test] fractions, got {p['split']!r}"
@@ -441,9 +477,14 @@ def build_folder(out: Path, files: Mapping[str, Path], params: Mapping, caps: Ca
         raise ValueError(f"dataset kind 'folder' reads its files in place and takes no archives, got {sorted(files)}")
     name, size = p["name"], _size_param(p["size"])
     image_dir = Path(p["images"]).expanduser()
-    found = _list_files(image_dir, "image")
+    found, skipped = _list_files(image_dir, "image")
     if not found:
-        raise BuildError(image_dir, f"no PNG or TIFF images ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+        raise BuildError(
+            image_dir,
+            f"no PNG or TIFF images ({', '.join(IMAGE_SUFFIXES)}) in the folder"
+            + (f" (skipped: { {k: len(v) for k, v in skipped.items()} })" if skipped else ""),
+        )
+    skipped_info = _report_skipped(image_dir, "image", skipped)
     plan = _scan(found, p["channel_axis"], size)
     c, h, w = plan.shape
     channel_names = list(p["channel_names"]) if p["channel_names"] is not None else [f"c{i}" for i in range(c)]
@@ -454,9 +495,21 @@ def build_folder(out: Path, files: Mapping[str, Path], params: Mapping, caps: Ca
         )
 
     # labels and splits
-    info: dict[str, Any] = {"source": str(image_dir.absolute()), "files": len(plan.stems)}
+    info: dict[str, Any] = {
+        "source": str(image_dir.absolute()),
+        "files": len(plan.stems),
+        "skipped_files": skipped_info,
+    }
     if p["labels"] is not None:
         labels_by_stem, split_by_stem, unmatched = _read_labels(Path(p["labels"]).expanduser(), plan.stems)
+        if unmatched:
+            log.warning(
+                "folder %s: %d row(s) of %s name no image (ignored): %s",
+                image_dir,
+                len(unmatched),
+                p["labels"],
+                ", ".join(unmatched[:_SHOWN]) + (", ..." if len(unmatched) > _SHOWN else ""),
+            )
         class_names = _class_names(list(labels_by_stem.values()))
         labels = np.array(
             [class_names.index(labels_by_stem[s]) if s in labels_by_stem else -1 for s in plan.stems], np.int64
@@ -464,7 +517,8 @@ def build_folder(out: Path, files: Mapping[str, Path], params: Mapping, caps: Ca
         info.update(
             labels_csv=str(Path(p["labels"]).absolute()),
             unlabelled=int((labels < 0).sum()),
-            label_rows_without_image=unmatched,
+            label_rows_without_image=len(unmatched),
+            label_files_without_image=unmatched[:_SHOWN],
         )
         if (labels < 0).any():
             log.warning(
@@ -491,7 +545,8 @@ def build_folder(out: Path, files: Mapping[str, Path], params: Mapping, caps: Ca
     mask_names: list[str] = []
     if p["masks"] is not None:
         mask_dir = Path(p["masks"]).expanduser()
-        available = _list_files(mask_dir, "mask")
+        available, mask_skipped = _list_files(mask_dir, "mask")
+        info["skipped_mask_files"] = _report_skipped(mask_dir, "mask", mask_skipped)
         for stem, path in zip(plan.stems, plan.files, strict=True):
             if stem not in available:
                 raise BuildError(path, f"has no mask in {mask_dir} (expected {stem}.png or {stem}.tif)")
@@ -577,3 +632,28 @@ def build_folder(out: Path, files: Mapping[str, Path], params: Mapping, caps: Ca
                 n,
             )
     return {name: path}
+
+
+def layout(spec: Mapping[str, Any]) -> dict[str, Layout]:
+    """``Kind.layout`` of ``folder``: what the params declare, without reading an image (a bad param is a
+    ValueError). Channel names are known only from ``channel_names``, the size only from ``size``, and mask names
+    from ``mask_values`` / ``mask_names`` (no ``masks``: none); anything else is ``None`` (known after the
+    build)."""
+    p = {**DEFAULTS, **dict(spec.get("params") or {})}
+    _check(p)  # the params alone (no file is read): a bad name or option fails in the dry run
+    names = p["channel_names"]
+    channels = tuple(names) if isinstance(names, list | tuple) and all(isinstance(c, str) for c in names) else None
+    masks: tuple[str, ...] | None
+    if p["masks"] is None:
+        masks = ()
+    elif isinstance(p["mask_values"], Mapping):
+        masks = tuple(str(k) for k in p["mask_values"])
+    elif isinstance(p["mask_names"], list | tuple):
+        masks = tuple(str(k) for k in p["mask_names"])
+    else:
+        masks = None
+    try:
+        size = _size_param(p["size"])
+    except ValueError:
+        size = None  # the params check names it
+    return {str(p["name"]): Layout(channels, masks, size)}
