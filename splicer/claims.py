@@ -10,16 +10,18 @@ task, variant, the table they are read from), the kind of statement, a margin, a
 treatment paired with the same seed's control), its 95 % interval, n, and a verdict:
 
 * ``greater`` / ``less`` (the treatment beats / falls below the control): *reproduced* when the 95 % t-interval
-  over paired seeds lies entirely above (below) 0; *not reproduced* when it excludes any effect of at least
-  ``margin`` in the claimed direction (the effect is absent or reversed); otherwise *inconclusive*.
+  over paired seeds lies entirely above (below) 0; otherwise *not reproduced*, and the reason says whether the
+  effect is absent or reversed (the interval excludes an effect of ``margin`` or more in the claimed direction)
+  or merely not shown (the interval includes 0).
 * ``equal`` (no meaningful difference): *reproduced* when the 90 % t-interval lies within ``±margin`` (two
-  one-sided tests at 5 %, the standard equivalence test); *not reproduced* when the 95 % interval lies entirely
-  outside ``±margin``; otherwise *inconclusive*.
+  one-sided tests at 5 %, the standard equivalence test); otherwise *not reproduced*: a difference (the 95 %
+  interval lies outside ``±margin``) or equivalence not shown.
 * ``greater_effect`` (the effect of one pair of arms exceeds that of another, e.g. SpliCER's gain after
   shifted pretraining vs in distribution): the per-seed difference of the two effects, judged as ``greater``.
 
 The interval is a Student t interval over seeds (n - 1 degrees of freedom): it asks whether another seed would
-give the same answer. Fewer than two paired seeds, or a missing arm, is *inconclusive*, never an error.
+give the same answer. *Inconclusive* means the claim could not be judged: a missing arm or table, or fewer than
+two paired seeds; never an error.
 Effects are in the table's units: accuracy (fractions), mean |correlation|, and, for ``relative`` claims such as
 the effective rank of Fig. 2b, the treatment's value relative to the control's ((T - C) / C).
 """
@@ -475,15 +477,19 @@ def verdict(kind: str, deltas: Sequence[float], margin: float) -> tuple[str, str
         if low > 0:
             return "reproduced", f"the 95 % interval lies {word} 0", reported
         if high < margin:
-            return "not reproduced", f"the 95 % interval excludes an effect of {margin:g} or more {word} 0", reported
-        return "inconclusive", "the 95 % interval includes 0", reported
+            return (
+                "not reproduced",
+                f"absent or reversed: the 95 % interval excludes {margin:g} or more {word} 0",
+                reported,
+            )
+        return "not reproduced", f"not shown: the 95 % interval includes 0 (n={n})", reported
     if kind == "equal":
         _, lo90, hi90, _ = interval(deltas, 0.90)
         if -margin <= lo90 and hi90 <= margin:
             return "reproduced", f"the 90 % interval lies within ±{margin:g} (equivalence)", reported
         if lo > margin or hi < -margin:
-            return "not reproduced", f"the 95 % interval lies outside ±{margin:g}", reported
-        return "inconclusive", f"the 90 % interval is not within ±{margin:g}", reported
+            return "not reproduced", f"a difference: the 95 % interval lies outside ±{margin:g}", reported
+        return "not reproduced", f"not shown: the 90 % interval is not within ±{margin:g} (n={n})", reported
     raise ValueError(f"unknown claim kind {kind!r}")
 
 

@@ -35,25 +35,25 @@ def test_interval_is_a_student_t_interval_over_seeds():
 
 
 @pytest.mark.parametrize(
-    ("kind", "deltas", "expected"),
+    ("kind", "deltas", "expected", "why"),
     [
-        ("greater", [0.05, 0.06, 0.055], "reproduced"),
-        ("greater", [-0.02, -0.01, -0.015], "not reproduced"),  # a reversed effect
-        ("greater", [0.001, 0.0, -0.001], "not reproduced"),  # no gain of a point or more
-        ("greater", [0.05, -0.04, 0.0], "inconclusive"),
-        ("greater", [0.3], "inconclusive"),  # one seed: no interval
-        ("less", [-0.05, -0.06, -0.055], "reproduced"),
-        ("less", [0.05, 0.06, 0.055], "not reproduced"),
-        ("equal", [0.001, -0.002, 0.0], "reproduced"),
-        ("equal", [0.10, 0.11, 0.12], "not reproduced"),
-        ("equal", [0.03, -0.03, 0.0], "inconclusive"),
-        ("greater_effect", [0.15, 0.2, 0.17], "reproduced"),
+        ("greater", [0.05, 0.06, 0.055], "reproduced", "above 0"),
+        ("greater", [-0.02, -0.01, -0.015], "not reproduced", "reversed"),
+        ("greater", [0.001, 0.0, -0.001], "not reproduced", "absent"),  # no gain of a point or more
+        ("greater", [0.05, -0.04, 0.0], "not reproduced", "not shown"),
+        ("greater", [0.3], "inconclusive", "at least 2"),  # one seed: no interval
+        ("less", [-0.05, -0.06, -0.055], "reproduced", "below 0"),
+        ("less", [0.05, 0.06, 0.055], "not reproduced", "reversed"),
+        ("equal", [0.001, -0.002, 0.0], "reproduced", "equivalence"),
+        ("equal", [0.10, 0.11, 0.12], "not reproduced", "a difference"),
+        ("equal", [0.03, -0.03, 0.0], "not reproduced", "not shown"),
+        ("greater_effect", [0.15, 0.2, 0.17], "reproduced", "above 0"),
     ],
 )
-def test_verdict_thresholds(kind, deltas, expected):
-    word, why, (_mean, _lo, _hi, n) = verdict(kind, deltas, margin=0.01 if kind != "equal" else 0.02)
-    assert word == expected, why
-    assert n == len(deltas) and why
+def test_verdict_thresholds(kind, deltas, expected, why):
+    word, reason, (_mean, _lo, _hi, n) = verdict(kind, deltas, margin=0.01 if kind != "equal" else 0.02)
+    assert word == expected and why in reason, reason
+    assert n == len(deltas)
 
 
 def test_equivalence_uses_the_90_percent_interval():
