@@ -10,9 +10,12 @@ the ceilings table (``kind``), every other method from the probe tables.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["FIELDS", "PAPER_NUMBERS", "paper_numbers"]
+import numpy as np
+
+__all__ = ["ABSOLUTE_COLUMNS", "FIELDS", "PAPER_NUMBERS", "absolute_table", "paper_numbers"]
 
 FIELDS = ("figure", "experiment", "method", "loss", "pairing", "task", "variant", "metric", "paper_value", "note")
 
@@ -185,3 +188,101 @@ PAPER_NUMBERS: list[dict[str, Any]] = [
 def paper_numbers() -> list[dict[str, Any]]:
     """A fresh copy of :data:`PAPER_NUMBERS` (safe to modify)."""
     return [dict(entry) for entry in PAPER_NUMBERS]
+
+
+# ------------------------------------------------------------------------------- paper vs ours, absolute numbers
+ABSOLUTE_COLUMNS = (
+    "figure",
+    "experiment",
+    "method",
+    "loss",
+    "pairing",
+    "task",
+    "variant",
+    "metric",
+    "paper_value",
+    "ours_mean",
+    "ours_sd",
+    "n_seeds",
+)
+_CEILING_KINDS = ("ssl_complex_only", "supervised_complex_only")
+_LOSS_ORDER = ("vicreg", "simclr")
+
+
+def _absolute_rows(entry: Mapping[str, Any], probes: Any, ceilings: Any, head: str | None) -> list[dict[str, Any]]:
+    """Our mean/sd/n for one paper number: one row per value of the fields the paper leaves open."""
+    base = {
+        k: entry.get(k)
+        for k in ("figure", "experiment", "method", "loss", "pairing", "task", "variant", "metric", "paper_value")
+    }
+    filters: dict[str, Any] = {
+        k: entry.get(k) for k in ("experiment", "task", "variant", "method", "loss", "pairing", "metric")
+    }
+    empty = {"ours_mean": np.nan, "ours_sd": np.nan, "n_seeds": 0}
+    if entry["method"] in _CEILING_KINDS:
+        if ceilings is None:
+            return [{**base, **empty}]
+        sel = ceilings[(ceilings["kind"] == entry["method"]) & (ceilings["metric"] == filters["metric"])]
+        if filters.get("experiment") is not None:
+            sel = sel[sel["experiment"] == filters["experiment"]]
+        per_seed = sel.dropna(subset=["value"]).groupby("seed")["value"].mean()
+        if per_seed.empty:
+            return [{**base, **empty}]
+        sd = per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan
+        return [{**base, "ours_mean": per_seed.mean(), "ours_sd": sd, "n_seeds": len(per_seed)}]
+    sel = probes
+    for key, val in filters.items():
+        if val is None:
+            continue
+        if key not in sel.columns:
+            raise ValueError(
+                f"absolute table: {', '.join(probes.attrs.get('files', []))}: missing column {key!r} "
+                f"used by the paper number for {entry['experiment']}/{entry['task']}"
+            )
+        sel = sel[sel[key].isin([str(v) for v in val]) if isinstance(val, list | tuple) else sel[key] == str(val)]
+    if "head" in sel.columns and len(sel):
+        use = head if head is not None else ("linear" if "linear" in set(sel["head"]) else sorted(sel["head"])[0])
+        sel = sel[sel["head"] == use]
+    sel = sel.dropna(subset=["value"])
+    if sel.empty:
+        return [{**base, **empty}]
+    open_keys = [k for k in ("loss", "pairing", "variant") if filters.get(k) is None]
+    if sel["dataset"].nunique() > 1 and filters.get("dataset") is None:
+        open_keys.append("dataset")
+    rows = []
+    groups = sel.groupby(open_keys, sort=False) if open_keys else [((), sel)]
+    for values, group in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        found = dict(zip(open_keys, values, strict=True))
+        per_seed = group.groupby("seed")["value"].mean()
+        row = {
+            **base,
+            **{k: v for k, v in found.items() if k != "dataset"},
+            "ours_mean": per_seed.mean(),
+            "ours_sd": per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan,
+            "n_seeds": len(per_seed),
+        }
+        if "dataset" in found:
+            row["experiment"] = f"{base['experiment']} (dataset={found['dataset']})"
+        rows.append(row)
+    loss_rank = {loss: i for i, loss in enumerate(_LOSS_ORDER)}
+    return sorted(
+        rows, key=lambda r: (loss_rank.get(r["loss"], 9), str(r["loss"]), str(r["pairing"]), str(r["variant"]))
+    )
+
+
+def absolute_table(
+    probes: Any, ceilings: Any = None, head: str | None = None, numbers: Sequence[dict[str, Any]] | None = None
+) -> Any:
+    """Each paper number beside ours (mean ± sd over seeds), from tidy probe (and ceiling) DataFrames: meaningful
+    on the paper's data only (the scorecard judges effects, :mod:`splicer.claims`). Paper fields left None (e.g. the
+    loss of Fig. 2c) give one row per value found in ours."""
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    for entry in numbers if numbers is not None else PAPER_NUMBERS:
+        rows.extend(_absolute_rows(entry, probes, ceilings, head))
+    table = pd.DataFrame(rows, columns=list(ABSOLUTE_COLUMNS)).astype({"n_seeds": int})
+    for col in ("loss", "pairing", "variant", "task", "method"):
+        table[col] = table[col].fillna("")
+    return table

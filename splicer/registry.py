@@ -243,6 +243,8 @@ FIGURES: dict[str, Figure] = {
     "fig4b": Figure(f"{_PLOTS}.fig4:fig_4b", ("probes",), table=True),
     "figS1a": Figure(f"{_PLOTS}.fig3:fig_s1a", ("dataset",)),
     "tableS2": Figure(f"{_PLOTS}.fig4:table_s2", ("probes",), table=True),
-    "scorecard": Figure(f"{_PLOTS}.scorecard:scorecard", ("probes",), ("ceilings",), table=True),
+    "scorecard": Figure(
+        f"{_PLOTS}.scorecard:scorecard", ("probes",), ("ceilings", "spectra", "correlations"), table=True
+    ),
 }
 """Figure and table targets (one Snakemake target rule each)."""

@@ -253,3 +253,39 @@ def test_entries_sharing_an_archive_must_agree_on_its_mirror_and_checksum():
     config["datasets"]["eurosat_quick"]["source"] = dict(pinned["source"])
     check_config(config)
     assert A.archive_options(config, "eurosat", "EuroSATallBands.zip")["mirror"].startswith("https://mirror")
+
+
+def test_summary_shows_the_claims_and_for_real_data_the_absolute_numbers(tmp_path):
+    import pandas as pd
+
+    from splicer.claims import judge
+
+    rows = [
+        {
+            "experiment": "orion",
+            "dataset": "d",
+            "method": m,
+            "loss": "vicreg",
+            "pairing": p,
+            "seed": s,
+            "task": "t_cells",
+            "variant": "-",
+            "metric": "accuracy",
+            "value": v + 0.01 * s,
+            "head": "linear",
+        }
+        for m, p, v in (("baseline", "none", 0.5), ("splicer", "channels", 0.8))
+        for s in (0, 1, 2)
+    ]
+    probes = tmp_path / "probes.csv"
+    pd.DataFrame(rows).to_csv(probes, index=False)
+    card = tmp_path / "scorecard.csv"
+    pd.DataFrame(judge({"probes": pd.DataFrame(rows)})).to_csv(card, index=False)
+    text = T.summarise([probes], [], demo=True, scorecard=card)
+    assert "## The paper's claims, judged as effects" in text
+    line = next(x for x in text.splitlines() if "T-cell subtypes" in x)
+    assert "| +24.0 | +30.0 [+30.0, +30.0] | 3 | **reproduced** |" in line
+    assert "Absolute numbers" not in text
+    real = T.summarise([probes], [], demo=False, scorecard=card)
+    assert "## Absolute numbers: the paper's beside ours" in real
+    assert "| 3b | orion | baseline | vicreg | none | t_cells | - | 0.57 | 0.510 ± 0.010 | 3 |" in real

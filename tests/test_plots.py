@@ -146,12 +146,13 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             seed,
             "t_cells",
             "none",
-            0.1 + 0.1 * (m == "splicer") + 0.01 * seed,
-            metric="mean_abs_correlation",
+            0.1 + 0.1 * (m == "splicer") + 0.01 * seed + 0.02 * k,
+            metric="mean_abs_correlation" if marker is None else f"channel:{marker}",
         )
         for (m, p), loss, seed in itertools.product(
             [("baseline", "none"), ("splicer", "channels")], ("vicreg", "simclr"), SEEDS
         )
+        for k, marker in enumerate((None, "CD4", "CD8a", "FOXP3"))
     ]
     paths["correlations"] = _write_csv(root / "correlations.csv", corr, drop=("head",))
 
@@ -231,7 +232,12 @@ def _inputs(name: str, data: dict[str, Path]) -> dict:
         "fig4b": {"probes": [data["probes"]]},
         "figS1a": {"dataset": data["multiplex"]},
         "tableS2": {"probes": data["probes"]},
-        "scorecard": {"probes": [data["probes"]], "ceilings": data["ceilings"]},
+        "scorecard": {
+            "probes": [data["probes"]],
+            "ceilings": data["ceilings"],
+            "spectra": data["spectra"],
+            "correlations": data["correlations"],
+        },
     }[name]
 
 
@@ -291,13 +297,14 @@ def test_every_figure_renders(name: str, data: dict[str, Path], tmp_path: Path) 
         assert len(table) > 0
 
 
-def test_scorecard_values(data: dict[str, Path], tmp_path: Path) -> None:
-    outputs = _outputs(tmp_path, "scorecard")
-    make_figure("scorecard", {"probes": data["probes"], "ceilings": data["ceilings"]}, outputs, demo=True)
-    card = pd.read_csv(outputs["csv"], keep_default_na=False, na_values={"ours_mean": [""], "ours_sd": [""]})
-    assert list(card.columns) == list(SCORECARD_COLUMNS)
-    assert (card["data"] == DEMO_LABEL).all()
-    # every paper number appears
+def test_absolute_table_values(data: dict[str, Path]) -> None:
+    """The secondary, real-data table: each paper number beside ours (mean ± sd over seeds)."""
+    from splicer.paper_numbers import ABSOLUTE_COLUMNS, PAPER_NUMBERS, absolute_table
+    from splicer.plots.common import CEILING_COLUMNS, read_table
+
+    probes = read_table(data["probes"], TIDY_COLUMNS)
+    card = absolute_table(probes, read_table(data["ceilings"], CEILING_COLUMNS))
+    assert tuple(card.columns) == ABSOLUTE_COLUMNS
     assert set(card["paper_value"].round(4)) == {round(e["paper_value"], 4) for e in PAPER_NUMBERS}
 
     def one(**keys) -> pd.Series:
@@ -312,48 +319,49 @@ def test_scorecard_values(data: dict[str, Path], tmp_path: Path) -> None:
     assert row["ours_mean"] == pytest.approx(0.6)  # (0.5 + 0.6 + 0.7) / 3, linear head
     assert row["ours_sd"] == pytest.approx(0.1)  # sample sd: sqrt((0.01 + 0 + 0.01) / 2)
     assert row["n_seeds"] == 3 and row["variant"] == "none" and row["pairing"] == "none"
-
     ceiling = one(method="supervised_complex_only")
     assert ceiling["paper_value"] == pytest.approx(0.726)
     assert ceiling["ours_mean"] == pytest.approx(0.73) and ceiling["n_seeds"] == 3
-
     # the paper leaves the loss of Fig. 2c open: one row per loss of ours
     rm = card[(card["experiment"] == "mnist_cifar") & (card["method"] == "baseline") & (card["variant"] == "rMNIST")]
     assert sorted(rm["loss"]) == ["simclr", "vicreg"] and (rm["paper_value"] == 0.64).all()
-    probes = pd.read_csv(data["probes"])
-    ours = probes[
-        (probes.experiment == "mnist_cifar")
-        & (probes.method == "baseline")
-        & (probes.loss == "simclr")
-        & (probes.variant == "rMNIST")
-        & (probes["head"] == "linear")
+    raw = pd.read_csv(data["probes"])
+    ours = raw[
+        (raw.experiment == "mmearth")
+        & (raw.method == "splicer")
+        & (raw.loss == "simclr")
+        & (raw.variant == "bands13")
+        & (raw["head"] == "linear")
     ]["value"]
-    assert rm[rm["loss"] == "simclr"]["ours_mean"].iloc[0] == pytest.approx(ours.mean())
-    assert rm[rm["loss"] == "simclr"]["ours_sd"].iloc[0] == pytest.approx(ours.std(ddof=1))
-
-    # the MMEarth-pretraining number is judged on our experiment of the same name
     mm = one(experiment="mmearth", method="splicer", loss="simclr")
-    sel = probes[
-        (probes.experiment == "mmearth")
-        & (probes.method == "splicer")
-        & (probes.loss == "simclr")
-        & (probes.variant == "bands13")
-        & (probes["head"] == "linear")
-    ]
-    assert mm["paper_value"] == pytest.approx(0.71) and mm["ours_mean"] == pytest.approx(sel["value"].mean())
-
+    assert mm["paper_value"] == pytest.approx(0.71) and mm["ours_mean"] == pytest.approx(ours.mean())
     # SimCLR x-ray is absent from ours: the paper number stays with an empty "ours"
     missing = one(experiment="chest", method="splicer", loss="simclr")
     assert missing["paper_value"] == pytest.approx(0.9119)
     assert math.isnan(missing["ours_mean"]) and missing["n_seeds"] == 0
 
 
-def test_scorecard_not_demo_label(data: dict[str, Path], tmp_path: Path) -> None:
+def test_scorecard_judges_every_claim(data: dict[str, Path], tmp_path: Path) -> None:
+    from splicer.claims import CLAIMS
+
     outputs = _outputs(tmp_path, "scorecard")
-    make_figure("scorecard", {"probes": data["probes"]}, outputs)
-    card = pd.read_csv(outputs["csv"])
-    assert DEMO_LABEL not in set(card["data"])
-    assert card.loc[card["method"] == "supervised_complex_only", "n_seeds"].eq(0).all()
+    make_figure("scorecard", _inputs("scorecard", data), outputs, demo=True)
+    card = pd.read_csv(outputs["csv"], keep_default_na=False)
+    assert tuple(card.columns) == SCORECARD_COLUMNS
+    assert (card["data"] == DEMO_LABEL).all()
+    assert set(card["claim"]) == {c.id for c in CLAIMS}
+    assert set(card["verdict"]) <= {"reproduced", "not reproduced", "inconclusive"}
+    # the fixture's TriDeNT(mnist) spectra decay faster than Baseline's: a lower effective rank on every seed
+    assert set(card.loc[card["claim"] == "2b-mnist-pairing-lowers-rank", "verdict"]) == {"reproduced"}
+    # ... and it has no TriDeNT(cifar) spectra: inconclusive, with the reason
+    rank = card[card["claim"] == "2b-cifar-pairing-keeps-rank"]
+    assert (rank["verdict"] == "inconclusive").all() and rank["why"].str.contains("no spectra rows").all()
+    real = _outputs(tmp_path / "real", "scorecard")
+    make_figure("scorecard", {"probes": data["probes"]}, real, claims=["3b-t-cells-gain"])
+    card = pd.read_csv(real["csv"])
+    assert set(card["claim"]) == {"3b-t-cells-gain"} and DEMO_LABEL not in set(card["data"])
+    with pytest.raises(ValueError, match="unknown claim"):
+        make_figure("scorecard", {"probes": data["probes"]}, real, claims=["nope"])
 
 
 def test_fig4b_table_csv(data: dict[str, Path], tmp_path: Path) -> None:

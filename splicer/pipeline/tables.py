@@ -20,6 +20,8 @@ __all__ = [
     "PROBE_COLUMNS",
     "SPECTRA_COLUMNS",
     "TIDY_COLUMNS",
+    "absolute_section",
+    "claims_section",
     "collect_tables",
     "experiment_tables",
     "summarise",
@@ -155,17 +157,94 @@ def experiment_tables(config: Mapping, experiment: str) -> dict:
     )
 
 
-def summarise(probe_tables: Iterable[str | Path], ceiling_tables: Iterable[str | Path], demo: bool) -> str:
-    """Markdown summary: probe accuracy mean ± sd over seeds per run and evaluation, then the ceilings."""
+def _points(value: Any) -> str:
+    import math
+
+    return "—" if value is None or value == "" or math.isnan(float(value)) else f"{100 * float(value):+.1f}"
+
+
+def claims_section(scorecard: str | Path) -> list[str]:
+    """Markdown lines: the scorecard's verdict on every claim and loss (``figures/scorecard.csv``)."""
     import pandas as pd
 
+    card = pd.read_csv(scorecard, keep_default_na=False, na_values={c: [""] for c in ("effect", "ci_low", "ci_high")})
+    counts = card["verdict"].value_counts()
+    tally = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("reproduced", "not reproduced", "inconclusive"))
+    lines = [
+        "## The paper's claims, judged as effects",
+        "",
+        f"{len(card)} claim x loss rows: {tally}. Effects x 100 (accuracy points; % of the control for relative "
+        "claims), treatment minus control, mean over paired seeds with the 95 % t-interval over seeds "
+        "(splicer/claims.py has the rules; `figures/scorecard.csv` the details).",
+        "",
+        "| fig. | claim | loss | paper | ours [95 % interval] | n | verdict | why |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in card.itertuples(index=False):
+        paper = "direction only" if r.paper_effect in ("", None) or pd.isna(r.paper_effect) else _points(r.paper_effect)
+        ours = _points(r.effect)
+        if ours != "—" and not pd.isna(r.ci_low):
+            ours += f" [{_points(r.ci_low)}, {_points(r.ci_high)}]"
+        lines.append(
+            f"| {r.figure} | {r.statement} | {r.loss} | {paper} | {ours} | {r.n} | **{r.verdict}** | {r.why} |"
+        )
+    return [*lines, ""]
+
+
+def absolute_section(probe_tables: Iterable[str | Path], ceiling_tables: Iterable[str | Path]) -> list[str]:
+    """Markdown lines: the paper's absolute numbers beside ours (real data only; the demo's data differ)."""
+    import pandas as pd
+
+    from splicer.paper_numbers import absolute_table
+
+    def read(paths: Iterable[str | Path]) -> Any:
+        frames = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in paths]
+        df = pd.concat(frames, ignore_index=True) if frames else None
+        if df is not None:
+            df["value"] = pd.to_numeric(df["value"], errors="coerce")
+        return df
+
+    table = absolute_table(read(probe_tables), read(ceiling_tables))
+    lines = [
+        "## Absolute numbers: the paper's beside ours",
+        "",
+        "| fig. | experiment | method | loss | pairing | task | variant | paper | ours (mean ± sd) | n |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in table.itertuples(index=False):
+        ours = (
+            "—"
+            if pd.isna(r.ours_mean)
+            else f"{r.ours_mean:.3f}" + ("" if pd.isna(r.ours_sd) else f" ± {r.ours_sd:.3f}")
+        )
+        lines.append(
+            f"| {r.figure} | {r.experiment} | {r.method} | {r.loss} | {r.pairing} | {r.task} | {r.variant} "
+            f"| {r.paper_value:.4g} | {ours} | {r.n_seeds} |"
+        )
+    return [*lines, ""]
+
+
+def summarise(
+    probe_tables: Iterable[str | Path],
+    ceiling_tables: Iterable[str | Path],
+    demo: bool,
+    scorecard: str | Path | None = None,
+) -> str:
+    """Markdown summary: the claims' verdicts (from the scorecard's CSV, when given), probe accuracy mean ± sd over
+    seeds per run and evaluation, the ceilings, and (real data only) the paper's absolute numbers beside ours."""
+    import pandas as pd
+
+    probe_tables, ceiling_tables = list(probe_tables), list(ceiling_tables)
     frames = [pd.read_csv(p) for p in probe_tables]
     probes = pd.concat(frames) if frames else pd.DataFrame(columns=list(TIDY_COLUMNS))
     acc = probes[probes.metric == "accuracy"]
     keys = ["experiment", "method", "pairing", "loss", "task", "variant"]
     rows = acc.groupby(keys, sort=False).value.agg(["mean", "std", "count"]).reset_index()
-    lines = [
-        f"# Results summary ({'embedded demo: synthetic analogues' if demo else 'real data'})",
+    lines = [f"# Results summary ({'embedded demo: synthetic analogues' if demo else 'real data'})", ""]
+    if scorecard is not None:
+        lines += claims_section(scorecard)
+    lines += [
+        "## Probe accuracy",
         "",
         "Linear-probe test accuracy, mean ± sd over seeds (n).",
         "",
@@ -182,7 +261,10 @@ def summarise(probe_tables: Iterable[str | Path], ceiling_tables: Iterable[str |
     ceilings = pd.concat(ceil_frames) if ceil_frames else pd.DataFrame()
     if len(ceilings):
         lines += ["", "Ceilings on the complex component alone (mean ± sd over seeds):", ""]
-        for (exp, kind), g in ceilings.groupby(["experiment", "kind"], sort=False):
+        for (exp, kind, loss), g in ceilings.groupby(["experiment", "kind", "loss"], sort=False):
             sd = "" if len(g) < 2 else f" ± {g.value.std():.3f}"
-            lines.append(f"- {exp}, {kind}: {g.value.mean():.3f}{sd} (n={len(g)})")
+            what = kind if loss == "-" else f"{kind} ({loss})"
+            lines.append(f"- {exp}, {what}: {g.value.mean():.3f}{sd} (n={len(g)})")
+    if not demo:
+        lines += ["", *absolute_section(probe_tables, ceiling_tables)]
     return "\n".join(lines) + "\n"

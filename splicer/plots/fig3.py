@@ -12,7 +12,6 @@ import pandas as pd
 import seaborn as sns
 
 from splicer.plots.common import (
-    LOSS_ORDER,
     TIDY_COLUMNS,
     Inputs,
     Outputs,
@@ -21,7 +20,6 @@ from splicer.plots.common import (
     in_order,
     input_paths,
     load_input,
-    loss_label,
     metric_label,
     new_figure,
     probe_bars,
@@ -135,6 +133,9 @@ def fig_3b(
     )
 
 
+OVERALL = "all markers"
+
+
 def fig_3c(
     inputs: Inputs,
     outputs: Outputs,
@@ -142,25 +143,35 @@ def fig_3c(
     *,
     experiment: str | None = None,
     task: str | None = None,
-    metric: str = "mean_abs_correlation",
     methods: Sequence[str] = ("baseline", "splicer"),
+    markers: Sequence[str] | None = None,
 ) -> None:
-    """Fig. 3c: mean |correlation| between representation elements and marker intensities, x = loss,
-    hue = method/pairing, facets by task. Input: ``correlations``."""
+    """Fig. 3c: mean |correlation| between representation elements and marker intensities, per marker and over all
+    markers (first group), Baseline beside SpliCER (mean ± sd over seeds, one dot per seed), one row per loss.
+    ``markers`` picks and orders markers (default: all, in the table's order). Input: ``correlations``."""
     df = read_table(input_paths(inputs, "correlations", "fig3c"), TIDY_COLUMNS, "fig3c")
-    df = filter_rows(df, "fig3c", experiment=experiment, task=task, metric=metric, method=list(methods))
-    x_order = in_order(df["loss"], LOSS_ORDER)
-    tasks = in_order(df["task"])
+    df = filter_rows(df, "fig3c", experiment=experiment, task=task, method=list(methods))
+    overall = df["metric"] == "mean_abs_correlation"
+    per_marker = df["metric"].str.startswith("channel:")
+    df = df[overall | per_marker].copy()
+    df["marker"] = np.where(df["metric"] == "mean_abs_correlation", OVERALL, df["metric"].str.removeprefix("channel:"))
+    found = [m for m in dict.fromkeys(df["marker"]) if m != OVERALL]
+    if markers is not None:
+        if unknown := [m for m in markers if m not in found]:
+            raise ValueError(f"fig3c: marker(s) {unknown} not in the correlations table (markers: {found})")
+        found = list(markers)
+    if len(set(df["task"])) > 1:
+        raise ValueError(f"fig3c: several tasks {sorted(set(df['task']))}; choose one with option task")
     probe_bars(
         df,
         fig_name="fig3c",
-        x="loss",
-        x_order=x_order,
+        x="marker",
+        x_order=[OVERALL, *found],
         ylabel="mean |correlation|",
         outputs=outputs,
-        title=titled("Correlation of representation with marker intensities", title_suffix),
-        col="task" if len(tasks) > 1 else None,
-        x_labels=loss_label,
+        title=titled("Correlation of representation elements with marker intensities", title_suffix),
+        row="loss",
+        col=None,
     )
 
 

@@ -1,117 +1,63 @@
-"""The scorecard: each paper number (:mod:`splicer.paper_numbers`) beside ours."""
+"""The scorecard: every claim of the paper (:mod:`splicer.claims`) judged on our results, as effects.
+
+For each claim and loss: the paper's effect, ours (mean over paired seeds with its 95 % interval), n and a verdict.
+Writes the CSV (:data:`SCORECARD_COLUMNS`) and a forest plot: one row per claim and loss, our effect with its
+interval coloured by verdict, the paper's effect as a diamond, the equivalence band of "no difference" claims.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
 from typing import Any
 
-import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-from splicer.paper_numbers import PAPER_NUMBERS
+from splicer.claims import CLAIMS, RESULT_COLUMNS, judge
 from splicer.plots.common import (
     CEILING_COLUMNS,
-    CEILING_KINDS,
-    CEILING_LABELS,
-    LOSS_ORDER,
+    PROBE_COLUMNS,
+    SPECTRA_COLUMNS,
     TIDY_COLUMNS,
     Inputs,
     Outputs,
-    fmt_mean_sd,
     input_paths,
     loss_label,
-    method_label,
+    new_figure,
     read_table,
-    render_table,
     save_figure,
     titled,
     write_csv,
 )
 
-__all__ = ["DEMO_LABEL", "REAL_LABEL", "SCORECARD_COLUMNS", "scorecard"]
+__all__ = ["DEMO_LABEL", "REAL_LABEL", "SCORECARD_COLUMNS", "VERDICT_COLOURS", "scorecard"]
 
-SCORECARD_COLUMNS = (
-    "figure",
-    "experiment",
-    "method",
-    "loss",
-    "pairing",
-    "task",
-    "variant",
-    "metric",
-    "paper_value",
-    "ours_mean",
-    "ours_sd",
-    "n_seeds",
-    "data",
-)
+SCORECARD_COLUMNS = (*RESULT_COLUMNS, "data")
 DEMO_LABEL = "demo data (synthetic analogue)"
 REAL_LABEL = "real data"
+VERDICT_COLOURS = {"reproduced": "#2a9d3f", "not reproduced": "#c8372d", "inconclusive": "#8c8c8c"}
+_TABLES = {
+    "probes": PROBE_COLUMNS,
+    "correlations": TIDY_COLUMNS,
+    "spectra": SPECTRA_COLUMNS,
+    "ceilings": CEILING_COLUMNS,
+}
 
 
-# --------------------------------------------------------------------------------------------------- scorecard
-def _scorecard_rows(
-    entry: Mapping[str, Any], probes: pd.DataFrame, ceilings: pd.DataFrame | None, head: str | None
-) -> list[dict[str, Any]]:
-    """Our mean/sd/n for one paper number: one row per value of the fields the paper leaves open."""
-    base = {
-        k: entry.get(k)
-        for k in ("figure", "experiment", "method", "loss", "pairing", "task", "variant", "metric", "paper_value")
-    }
-    filters: dict[str, Any] = {
-        k: entry.get(k) for k in ("experiment", "task", "variant", "method", "loss", "pairing", "metric")
-    }
-    empty = {"ours_mean": np.nan, "ours_sd": np.nan, "n_seeds": 0}
-    if entry["method"] in CEILING_KINDS:
-        if ceilings is None:
-            return [{**base, **empty}]
-        sel = ceilings[(ceilings["kind"] == entry["method"]) & (ceilings["metric"] == filters["metric"])]
-        if filters.get("experiment") is not None:
-            sel = sel[sel["experiment"] == filters["experiment"]]
-        per_seed = sel.dropna(subset=["value"]).groupby("seed")["value"].mean()
-        if per_seed.empty:
-            return [{**base, **empty}]
-        sd = per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan
-        return [{**base, "ours_mean": per_seed.mean(), "ours_sd": sd, "n_seeds": len(per_seed)}]
-    sel = probes
-    for key, val in filters.items():
-        if val is None:
-            continue
-        if key not in sel.columns:
-            raise ValueError(
-                f"scorecard: {', '.join(probes.attrs.get('files', []))}: missing column {key!r} "
-                f"used by the paper number for {entry['experiment']}/{entry['task']}"
-            )
-        sel = sel[sel[key].isin([str(v) for v in val]) if isinstance(val, list | tuple) else sel[key] == str(val)]
-    if "head" in sel.columns and len(sel):
-        use = head if head is not None else ("linear" if "linear" in set(sel["head"]) else sorted(sel["head"])[0])
-        sel = sel[sel["head"] == use]
-    sel = sel.dropna(subset=["value"])
-    if sel.empty:
-        return [{**base, **empty}]
-    open_keys = [k for k in ("loss", "pairing", "variant") if filters.get(k) is None]
-    if sel["dataset"].nunique() > 1 and filters.get("dataset") is None:
-        open_keys.append("dataset")
-    rows = []
-    groups = sel.groupby(open_keys, sort=False) if open_keys else [((), sel)]
-    for values, group in groups:
-        values = values if isinstance(values, tuple) else (values,)
-        found = dict(zip(open_keys, values, strict=True))
-        per_seed = group.groupby("seed")["value"].mean()
-        row = {
-            **base,
-            **{k: v for k, v in found.items() if k != "dataset"},
-            "ours_mean": per_seed.mean(),
-            "ours_sd": per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan,
-            "n_seeds": len(per_seed),
-        }
-        if "dataset" in found:
-            row["experiment"] = f"{base['experiment']} (dataset={found['dataset']})"
-        rows.append(row)
-    loss_rank = {loss: i for i, loss in enumerate(LOSS_ORDER)}
-    return sorted(
-        rows, key=lambda r: (loss_rank.get(r["loss"], 9), str(r["loss"]), str(r["pairing"]), str(r["variant"]))
-    )
+def _tables(inputs: Inputs) -> dict[str, pd.DataFrame]:
+    out = {}
+    for role, columns in _TABLES.items():
+        paths = input_paths(inputs, role, "scorecard", required=role == "probes")
+        if paths:
+            required = TIDY_COLUMNS if role == "probes" else columns
+            out[role] = read_table(paths, required, "scorecard")
+    return out
+
+
+def _scaled(row: Any, key: str) -> float:
+    value = row[key]
+    return math.nan if value is None or pd.isna(value) else 100.0 * float(value)
 
 
 def scorecard(
@@ -120,63 +66,59 @@ def scorecard(
     title_suffix: str = "",
     *,
     demo: bool = False,
-    head: str | None = None,
-    numbers: Sequence[Mapping[str, Any]] | None = None,
+    claims: list[str] | None = None,
     data_label: str | None = None,
-    decimals: int = 3,
 ) -> None:
-    """Scorecard: each paper number (:mod:`splicer.paper_numbers`) beside ours (mean ± sd over seeds).
-
-    Inputs: ``probes`` (one or more tidy CSVs), optional ``ceilings``. A paper number's experiment, task and
-    variant are those of our tables (both configs use the same experiment names). Paper fields left None (e.g. the
-    loss of Fig. 2c) give one row per value found in ours. ``demo`` labels the title and every CSV row with
-    :data:`DEMO_LABEL`. Writes PNG/PDF and a CSV with :data:`SCORECARD_COLUMNS`.
-    """
-    probes = read_table(input_paths(inputs, "probes", "scorecard"), TIDY_COLUMNS, "scorecard")
-    ceiling_paths = input_paths(inputs, "ceilings", "scorecard", required=False)
-    ceilings = read_table(ceiling_paths, CEILING_COLUMNS, "scorecard") if ceiling_paths else None
+    """Judge the paper's claims on our tables. Inputs: ``probes`` (tidy CSVs of every experiment the claims
+    name), optional ``correlations`` (Fig. 3c), ``spectra`` (Fig. 2b), ``ceilings`` (Fig. 2c). ``claims``
+    restricts to some claim ids; ``demo`` labels the title and every CSV row with :data:`DEMO_LABEL`."""
+    chosen = [c for c in CLAIMS if claims is None or c.id in claims]
+    if claims is not None and (unknown := sorted(set(claims) - {c.id for c in CLAIMS})):
+        raise ValueError(f"scorecard: unknown claim id(s) {unknown}; claims: {[c.id for c in CLAIMS]}")
+    table = pd.DataFrame(judge(_tables(inputs), chosen), columns=list(RESULT_COLUMNS))
     label = data_label or (DEMO_LABEL if demo else REAL_LABEL)
-    rows: list[dict[str, Any]] = []
-    for entry in numbers if numbers is not None else PAPER_NUMBERS:
-        rows.extend(_scorecard_rows(entry, probes, ceilings, head))
-    table = pd.DataFrame(rows, columns=[c for c in SCORECARD_COLUMNS if c != "data"])
-    table = table.astype({"n_seeds": int})
-    for col in ("loss", "pairing", "variant", "task", "method"):
-        table[col] = table[col].fillna("")
     table["data"] = label
     write_csv(table[list(SCORECARD_COLUMNS)], outputs, "scorecard")
-    header = [
-        "Fig.",
-        "Experiment",
-        "Task",
-        "Variant",
-        "Method",
-        "Loss",
-        "Pairing",
-        "Paper",
-        "Ours (mean ± sd)",
-        "n",
-        "Δ",
+
+    rows = list(table.itertuples(index=False))
+    fig = new_figure(11.0, 0.32 * len(rows) + 1.6)
+    ax = fig.add_axes((0.47, 0.9 / (0.32 * len(rows) + 1.6), 0.5, 1 - 1.35 / (0.32 * len(rows) + 1.6)))
+    for y, r in enumerate(rows):
+        row = r._asdict()
+        colour = VERDICT_COLOURS[row["verdict"]]
+        effect, lo, hi, paper = (_scaled(row, k) for k in ("effect", "ci_low", "ci_high", "paper_effect"))
+        if row["kind"] == "equal":
+            m = 100.0 * float(row["margin"])
+            ax.fill_betweenx([y - 0.35, y + 0.35], -m, m, color="0.9", lw=0)
+        if not math.isnan(lo):
+            ax.plot([lo, hi], [y, y], color=colour, lw=2)
+        if not math.isnan(effect):
+            ax.plot(effect, y, "o", color=colour, ms=5)
+        else:
+            ax.text(0, y, "not run", ha="center", va="center", fontsize=7, color=colour)
+        if not math.isnan(paper):
+            ax.plot(paper, y, "D", mfc="none", mec="black", ms=5)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_yticks(
+        range(len(rows)),
+        [
+            f"{r.figure} {r.statement[:58]}{'…' if len(r.statement) > 58 else ''} [{loss_label(r.loss)}, n={r.n}]"
+            for r in rows
+        ],
+        fontsize=7,
+    )
+    ax.set_xlabel("effect × 100 (accuracy points; % of the control for relative claims)")
+    ax.grid(axis="x", color="0.92")
+    handles = [Patch(color=c, label=v) for v, c in VERDICT_COLOURS.items()]
+    handles += [
+        Line2D([], [], marker="D", mfc="none", mec="black", ls="", label="paper's effect"),
+        Patch(color="0.9", label="'no difference' margin"),
     ]
-    cells = []
-    for r in table.itertuples(index=False):
-        delta = r.ours_mean - r.paper_value if not pd.isna(r.ours_mean) else np.nan
-        method = CEILING_LABELS.get(r.method, method_label(r.method))
-        cells.append(
-            [
-                r.figure,
-                r.experiment,
-                r.task,
-                r.variant,
-                method,
-                loss_label(r.loss),
-                r.pairing,
-                f"{r.paper_value:.4g}",
-                fmt_mean_sd(r.ours_mean, r.ours_sd, decimals),
-                str(r.n_seeds),
-                "—" if pd.isna(delta) else f"{delta:+.{decimals}f}",
-            ]
-        )
-    title = "Scorecard: paper vs ours" + (f" — {label}" if demo or data_label else "")
-    fig = render_table(cells, header, titled(title, title_suffix))
+    ax.legend(handles=handles, loc="lower right", fontsize=7, frameon=True)
+    counts = table["verdict"].value_counts()
+    tally = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICT_COLOURS)
+    fig.suptitle(
+        titled(f"The paper's claims, judged on {label} ({tally}); 95 % interval over seeds", title_suffix), fontsize=10
+    )
     save_figure(fig, outputs, "scorecard")

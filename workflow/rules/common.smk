@@ -67,3 +67,8 @@ def first_run_config(wildcards):
     """The supervised ceiling trains the encoder (and augmentation, optimiser, schedule) of the experiment's first
     run, with labels."""
     return f"{P.run_dir(config, G.experiment_runs(config, wildcards.experiment)[0])}/run.yaml"
+
+
+def scorecard_table():
+    """The scorecard's claims table, when the config draws the scorecard (the summary shows its verdicts)."""
+    return [f"{RES}/figures/scorecard.csv"] if "scorecard" in config.get("figures", {}) else []

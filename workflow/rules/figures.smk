@@ -26,6 +26,7 @@ rule summary:
     input:
         probes=[P.table_paths(config, e)["probes"] for e in EXPERIMENTS],
         ceilings=[P.table_paths(config, e)["ceilings"] for e in EXPERIMENTS],
+        scorecard=scorecard_table(),
     output:
         report(f"{RES}/summary.md", caption="../report/summary.rst", category="Tables"),
     log:

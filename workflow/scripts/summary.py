@@ -7,6 +7,9 @@ from splicer.pipeline.tables import summarise
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
     sm = snakemake  # noqa: F821
-    text = summarise(sm.input.probes, sm.input.ceilings, bool(sm.config.get("demo", False)))
+    cards = sm.input.get("scorecard", [])
+    cards = [cards] if isinstance(cards, str) else list(cards)
+    scorecard = cards[0] if cards else None
+    text = summarise(sm.input.probes, sm.input.ceilings, bool(sm.config.get("demo", False)), scorecard)
     Path(sm.output[0]).write_text(text)
     print(text)
