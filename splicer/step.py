@@ -255,6 +255,9 @@ class GraphStep:
         }
 
         def step() -> None:
+            # no-op in the capture (grads are None: the captured backward writes them afresh on every replay);
+            # a backend that replays by calling again gets the same semantics
+            self.optimizer.zero_grad(set_to_none=False)
             with _autocast(self.device, self.amp, cache=False):
                 loss, metrics = self.model.training_loss(
                     static["x"], static["masks"], self.generator, **static["extra"]
