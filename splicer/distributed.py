@@ -188,31 +188,44 @@ def launch_command(
 
 
 def exec_launch(cmd: Sequence[str]) -> int:
-    """Run a launcher command (``srun`` / ``torchrun``) to completion, forwarding SIGTERM/SIGUSR1/SIGINT to it;
-    returns its exit status (143 when the ranks were pre-empted, as a single process would)."""
+    """Run a launcher command (``srun`` / ``torchrun``) to its end and return its exit status.
+
+    SIGTERM, SIGUSR1 and SIGINT reaching this process are passed on: ``srun`` forwards them to every task;
+    torchrun's agent forwards SIGTERM to its workers but dies of SIGUSR1, so SIGUSR1 goes to it as SIGTERM (the
+    trainer treats both as pre-emption). When the ranks were pre-empted that way the status is 143, as for one
+    process (torchrun itself reports a failed worker as 1)."""
     import signal
 
     env = {**os.environ, LAUNCHED: "1"}
+    torchrun = "torch.distributed.run" in cmd
     log.warning("launching %s", " ".join(cmd))
     proc = subprocess.Popen(list(cmd), env=env)
-    forwarded = [getattr(signal, s) for s in ("SIGTERM", "SIGUSR1", "SIGINT") if hasattr(signal, s)]
-    previous = {}
+    preempted = False
 
     def forward(signum: int, frame: Any) -> None:
+        nonlocal preempted
+        preempted = preempted or signum != getattr(signal, "SIGINT", None)
+        if torchrun and signum == getattr(signal, "SIGUSR1", None):
+            signum = signal.SIGTERM
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signum)
 
+    previous = {}
     try:
-        for sig in forwarded:
-            previous[sig] = signal.signal(sig, forward)
-    except ValueError:  # not the main thread
+        for name in ("SIGTERM", "SIGUSR1", "SIGINT"):
+            if hasattr(signal, name):
+                sig = getattr(signal, name)
+                previous[sig] = signal.signal(sig, forward)
+    except ValueError:  # not the main thread: the launcher gets no forwarded signals
         pass
     try:
         rc = proc.wait()
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-    return 128 - rc if rc < 0 else rc  # killed by signal s: 128 + s, like a shell
+    if rc < 0:
+        rc = 128 - rc  # killed by signal s: 128 + s, as a shell reports it
+    return 143 if preempted and rc != 0 and torchrun else rc
 
 
 # --------------------------------------------------------------------------------------------- process group
