@@ -146,11 +146,11 @@ def _sizes(ytr: np.ndarray, yva: np.ndarray, yte: np.ndarray, classes: np.ndarra
 
 
 SOLVERS = ("auto", "sklearn", "torch")
-# probe_solver's threshold: at and above this many train feature values (n x d) the torch solver is used on the
-# CPU too. benchmarks/probe.py on this project's 2-core CPU: at 100 000 x 512 x 9 classes torch (float32, warm
-# starts) took 1/3.5 of scikit-learn's time; at 5 000 x 512 still 1/2.6; below ~1e5 values both take well under
-# a second and scikit-learn (float64, the reference) is kept.
-TORCH_MIN_VALUES = 100_000
+# probe_solver's threshold: from this many train feature values (n x d) on, the torch solver is used on the CPU
+# too. Measured with benchmarks/probe.py (d = 512, 9 classes, six C values) on this project's 2-core CPU: torch
+# took 1.07x scikit-learn's time at n = 2 000 (1.0e6 values), 1/2.1 at 5 000 (2.6e6), 1/5.9 at 20 000 and
+# 1/10.5 at 100 000 (86 s against 907 s); both gave the same test accuracy at every size (README, Performance).
+TORCH_MIN_VALUES = 2_000_000
 
 
 def probe_solver(n: int, d: int, device: str | torch.device = "cpu", solver: str = "auto") -> str:

@@ -7,6 +7,7 @@ way a torchrun launch does (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -223,3 +224,44 @@ def test_group_of_one_and_uneven_batches():
         Group(1, 4).local_batch(6)
     assert torch.equal(Group(1, 2).shard(idx), torch.tensor([3, 4, 5]))
     assert np.array_equal(W.images(), W.images())
+
+
+@pytest.mark.timeout(300)
+def test_cli_pretrain_on_two_processes_launches_torchrun(tmp_path):
+    """`splicer pretrain` with train.devices: 2 outside SLURM starts torchrun (2 gloo ranks) by itself: one summary,
+    printed by rank 0, and the run one process makes of the same config."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from splicer.cli import main
+    from splicer.data.format import save_dataset
+
+    images = W.images().repeat(2, axis=0)  # 32 images, 3 x 8 x 8
+    meta = {"name": "tiny", "channel_names": ["r", "g", "b"], "class_names": ["a", "b"]}
+    meta |= {"split_names": ["train", "val", "test"], "mask_names": []}
+    save_dataset(tmp_path / "data", images, np.arange(32) % 2, (np.arange(32) % 3).astype(np.uint8), meta)
+    cfg = {
+        "method": {"name": "splicer", "inputs": ["view", "a"], "loss": "simclr"},
+        "components": {"a": {"type": "channels", "channels": ["r", "g"]}},
+        "model": {"encoder": W.ENCODER, "projector_hidden": [16], "embed_dim": 12},
+        "train": {"epochs": 2, "batch_size": 8, "optimizer": "lars", "lr": 0.02, "progress": False, "device": "cpu"},
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    args = ["pretrain", "--config", str(tmp_path / "run.yaml"), "--data", str(tmp_path / "data")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD_SIZE", "SPLICER_"))}
+    two = subprocess.run(
+        [sys.executable, "-m", "splicer.cli", *args, "--out", str(tmp_path / "two"), "-s", "train.devices=2"],
+        env={**env, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "torch.distributed.run --standalone --nproc-per-node=2" in two.stderr
+    assert two.stdout.count('"processes": 2') == 1, two.stdout  # one summary, from rank 0
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    ran_two, ran_one = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("two", "one"))
+    assert (ran_two["processes"], ran_one["processes"], ran_two["steps"]) == (2, 1, 8)
+    assert ran_two["final_loss"] == pytest.approx(ran_one["final_loss"], rel=1e-5)
