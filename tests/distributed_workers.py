@@ -78,6 +78,24 @@ def loss_and_grads(name: str, group: Group, seed: int = 123, dtype: torch.dtype 
     }
 
 
+def chunk_gradient(group: Group) -> dict[str, float]:
+    """SpliCER's pair 0 alone (its VICReg through the gather): the largest gradient on the primary projector's
+    output rows of chunk 0 and of every other chunk (exactly 0 when the chunks are decoupled)."""
+    model = build("splicer-vicreg").double().train()
+    cpu = torch.device("cpu")
+    group.prepare(model, cpu)
+    x = torch.from_numpy(images()[:GLOBAL_BATCH]).double().div(255)
+    idx = group.shard(torch.arange(GLOBAL_BATCH))
+    emb = model.embeddings(x[idx], None, group.generator(cpu, 123, len(idx)))
+    spec, pair = model.pairing, model.pairing.pairs[0]
+    inside = spec.chunk_slice(pair.left_chunk)
+    loss, _ = model.losses[pair.loss](emb[pair.left][:, inside], emb[pair.right])
+    loss.backward()
+    grad = model.primary_projector.last.weight.grad
+    outside = torch.cat([grad[: inside.start], grad[inside.stop :]])
+    return {"inside": float(grad[inside].abs().max()), "outside": float(outside.abs().max())}
+
+
 def _env(rank: int, world: int, port: int) -> None:
     os.environ.update(
         {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)},
@@ -88,14 +106,14 @@ def _env(rank: int, world: int, port: int) -> None:
 
 
 def step_worker(rank: int, world: int, port: int, out: str) -> None:
-    """Every configuration's loss and gradients on rank ``rank``; rank 0 saves them."""
+    """Every configuration's loss and gradients on rank ``rank``, saved per rank."""
     _env(rank, world, port)
     with initialized("cpu") as group:
         assert group.world_size == world and group.rank == rank
         results = {name: loss_and_grads(name, group) for name in CONFIGS}
         results["float32"] = {name: loss_and_grads(name, group, dtype=torch.float32) for name in CONFIGS}
-    if rank == 0:
-        torch.save(results, Path(out) / "distributed.pt")
+        results["chunks"] = chunk_gradient(group)
+    torch.save(results, Path(out) / f"distributed{rank}.pt")
 
 
 def train_config(**kw: object) -> TrainConfig:
