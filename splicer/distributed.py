@@ -318,11 +318,16 @@ class Group:
         ``DistributedDataParallel`` (gradients averaged over ranks) when there are several processes."""
         if not self.distributed:
             return model.training_loss
+        import inspect
+
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        # forward_sync_buffers=False: synchronised batch norm keeps the running statistics equal on every rank
-        return DistributedDataParallel(_TrainingLoss(model), device_ids=ids, forward_sync_buffers=False)
+        # no buffer broadcast per forward: synchronised batch norm keeps the running statistics equal on every rank
+        # (recent torch names the option forward_sync_buffers and deprecates broadcast_buffers)
+        params = inspect.signature(DistributedDataParallel).parameters
+        key = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+        return DistributedDataParallel(_TrainingLoss(model), device_ids=ids, **{key: False})
 
 
 class _TrainingLoss(nn.Module):
