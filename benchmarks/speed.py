@@ -12,11 +12,15 @@ script times
   encoders + projectors, and ``lightly.loss.VICRegLoss`` per registered pair, summed;
 
 with the same encoder, projector sizes, batch, augmentation settings, optimiser (AdamW) and number of steps,
-alternately in one process. Warm-up steps (and DataLoader worker start-up) are not timed. It prints images/s
-(primary images per second; best round, median round alongside), the ratio ours/reference, the K/baseline
-step-cost ratio of both, and a PASS/MISS line per target (plus a warning when rounds disagree, i.e. other
-processes compete for the cores); ``--json PATH`` writes the same numbers. A benchmark, not a test: a missed target
-never fails the process.
+alternately in one process. Warm-up steps (and DataLoader worker start-up) are not timed. Ours steps through
+:func:`splicer.step.make_step`, as the trainer does: ``--step auto`` replays the whole step from a CUDA graph on
+a GPU (eager on the CPU), ``--step eager`` never does. It prints images/s (primary images per second; best round,
+median round alongside), the ratio ours/reference, the K/baseline step-cost ratio of both, the model FLOPs of one
+step (forward + backward, counted once by ``torch.utils.flop_counter``; the same work for both implementations)
+as achieved TFLOP/s and as a share of the device's dense bf16 peak (:data:`BF16_PEAK_TFLOPS`, or
+``--peak-tflops``), and a PASS/MISS line per target (plus a warning when rounds disagree, i.e. other processes
+compete for the cores); ``--json PATH`` writes the same numbers. A benchmark, not a test: a missed target never
+fails the process.
 
 Run: ``python benchmarks/speed.py [--threads N] [--json out.json]`` (see ``--help``).
 """
@@ -46,9 +50,11 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from splicer.augment import AugmentConfig, BatchAugment
 from splicer.components import ChannelComponent, Component
+from splicer.distributed import Group
 from splicer.encoders import build_encoder
 from splicer.heads import Projector
 from splicer.methods import SSLModel, build_pairing
+from splicer.step import GraphStep, make_step
 
 # Augmentation shared by both implementations.
 CROP_SCALE = (0.2, 1.0)
@@ -65,8 +71,26 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 TARGET_SPEEDUP = {"cpu": 1.3, "cuda": 3.0}  # ours / reference, every configuration
 TARGET_COST = 2.5  # step cost of SpliCER K=4 / baseline, ours
+TARGET_PEAK = 0.25  # share of the bf16 peak, ours, CUDA, at the paper's image sizes (64 px and up)
 COST_K = 4
 UNSTABLE_SPREAD = 1.5  # slowest / fastest timed round above which the report warns
+# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets, by device-name substring;
+# the first match wins (so "H100 PCIe" before "H100").
+BF16_PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),
+    ("H200", 989.0),
+    ("GH200", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.0),
+    ("L40", 181.0),
+    ("L4", 121.0),
+    ("A10", 125.0),
+    ("A6000", 155.0),
+)
 
 
 # ------------------------------------------------------------------------------------------------- settings
@@ -95,6 +119,9 @@ class Settings:
     fuse: bool
     ref_amp: bool
     seed: int
+    step: str = "auto"
+    peak_tflops: float | None = None
+    device_name: str = "cpu"
     torch_version: str = field(default_factory=lambda: torch.__version__)
     cpu: str = field(default_factory=platform.processor)
     cpu_count: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -145,6 +172,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="FusedEncoders for the component encoders: auto = on CUDA only (the library default)",
     )
     p.add_argument("--ref-amp", action="store_true", help="give the reference bf16 autocast + channels_last too")
+    p.add_argument(
+        "--step",
+        choices=["auto", "eager", "graph"],
+        default="auto",
+        help="ours: auto = one CUDA graph per step on a GPU, eager on the CPU (the trainer's default)",
+    )
+    p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak (default: looked up)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     return p.parse_args(argv)
@@ -180,6 +214,9 @@ def resolve(args: argparse.Namespace) -> Settings:
         fuse={"auto": cuda, "yes": True, "no": False}[args.fuse],
         ref_amp=cuda and args.ref_amp,
         seed=args.seed,
+        step={"auto": "auto", "eager": "off", "graph": "on"}[args.step],
+        peak_tflops=args.peak_tflops if args.peak_tflops is not None else (peak_tflops(device) if cuda else None),
+        device_name=torch.cuda.get_device_name(torch.device(device)) if cuda else platform.processor() or "cpu",
     )
     for k in s.ks:
         if k < 1 or s.channels % k or s.embed_dim % k:
@@ -189,6 +226,12 @@ def resolve(args: argparse.Namespace) -> Settings:
     if min(s.warmup, s.steps, s.rounds) < 0 or s.steps < 1 or s.rounds < 1:
         raise SystemExit("--steps and --rounds must be >= 1, --warmup >= 0")
     return s
+
+
+def peak_tflops(device: str) -> float | None:
+    """The dense bf16 peak of a CUDA device from :data:`BF16_PEAK_TFLOPS`, or ``None`` when unknown."""
+    name = torch.cuda.get_device_name(torch.device(device))
+    return next((peak for key, peak in BF16_PEAK_TFLOPS if key in name), None)
 
 
 def channel_groups(channels: int, k: int) -> list[tuple[int, ...]]:
@@ -233,8 +276,22 @@ def build_ours(s: Settings, k: int) -> SSLModel:
     return SSLModel(pairing, components, shape, s.encoder, s.proj_hidden, augment=BatchAugment(cfg), fuse=s.fuse)
 
 
+def count_flops(model: nn.Module, x: Tensor, amp: bool) -> int:
+    """Model FLOPs (matmuls and convolutions, forward + backward) of one training step on batch ``x``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    gen = torch.Generator(device=x.device).manual_seed(0)
+    with FlopCounterMode(display=False) as counter, _autocast(x.device, amp):
+        loss, _ = model.training_loss(x, None, gen)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
 class OursRunner:
-    """One step = index a batch from the device-resident uint8 images, ``training_loss``, backward, AdamW."""
+    """One step = index a batch from the device-resident uint8 images, then the trainer's step
+    (:func:`splicer.step.make_step`: ``training_loss``, backward, AdamW; a CUDA graph replay with ``--step auto``
+    on a GPU)."""
 
     def __init__(self, model: SSLModel, images: Tensor, s: Settings) -> None:
         self.device = torch.device(s.device)
@@ -248,6 +305,19 @@ class OursRunner:
         self.order_gen = torch.Generator().manual_seed(s.seed)
         self.order = torch.empty(0, dtype=torch.long)
         self.count = 0
+        self.flops = count_flops(self.model, self._batch(), self.amp)
+        self.run = make_step(self.model, self.opt, self.device, self.amp, Group(), s.step)
+
+    @property
+    def mode(self) -> str:
+        """How ours stepped: ``graph``, ``eager``, or ``eager (capture failed: ...)``."""
+        if not isinstance(self.run, GraphStep):
+            return "eager"
+        return "graph" if self.run.failed is None else f"eager (capture failed: {self.run.failed[:200]})"
+
+    def _batch(self) -> Tensor:
+        x = self.images[self._indices().to(self.device)].float().div_(255.0)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _indices(self) -> Tensor:
         if self.order.numel() < self.batch_size:  # new epoch (drop_last)
@@ -256,18 +326,9 @@ class OursRunner:
         return idx
 
     def step(self) -> float:
-        x = self.images[self._indices().to(self.device)].float().div_(255.0)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(self.seed * 1_000_003 + self.count)
+        x = self._batch()
         self.count += 1
-        with _autocast(self.device, self.amp):
-            loss, _ = self.model.training_loss(x, None, gen)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        return float(loss.detach())
+        return self.run(x, None, {}, self.seed * 1_000_003 + self.count, LR).loss
 
 
 # ------------------------------------------------------------------------------------------------- reference
@@ -437,7 +498,7 @@ def _time(step: Callable[[], float], n: int, device: torch.device, extra_cpu: Ca
     return Round(wall / n, cpu / n)
 
 
-def run_config(s: Settings, images: Tensor, k: int) -> dict[str, list[Round]]:
+def run_config(s: Settings, images: Tensor, k: int) -> tuple[dict[str, list[Round]], int, str]:
     """Warm up both implementations, then ``rounds`` x (reference, ours); per-step times of every round.
 
     The reference is timed in steady state: its DataLoader queue is drained by untimed steps before each timed
@@ -450,6 +511,7 @@ def run_config(s: Settings, images: Tensor, k: int) -> dict[str, list[Round]]:
     torch.manual_seed(s.seed)
     ref = ReferenceRunner(ReferenceModel(s, k), images, s, k)
     times: dict[str, list[Round]] = {"ours": [], "reference": []}
+    flops = ours.flops
     try:
         for _ in range(s.warmup):
             ours.step()
@@ -464,7 +526,7 @@ def run_config(s: Settings, images: Tensor, k: int) -> dict[str, list[Round]]:
             times["ours"].append(_time(ours.step, s.steps, device, lambda: 0.0))
     finally:
         ref.close()
-    return times
+    return times, flops, ours.mode
 
 
 def _name(k: int) -> str:
@@ -481,13 +543,19 @@ def benchmark(s: Settings) -> dict[str, Any]:
     load_before = _loadavg()
     rows = []
     for k in [0, *s.ks]:
-        for impl, rounds in run_config(s, images, k).items():
+        times, flops, mode = run_config(s, images, k)
+        for impl, rounds in times.items():
             walls = [r.wall_s for r in rounds]
+            tflops = flops / min(walls) / 1e12
             rows.append(
                 {
                     "config": _name(k),
                     "k": k,
                     "impl": impl,
+                    "step": mode if impl == "ours" else "eager",
+                    "flops_per_step": flops,
+                    "tflops": tflops,
+                    "peak_fraction": tflops / s.peak_tflops if s.peak_tflops else None,
                     "step_s": min(walls),
                     "images_per_s": s.batch_size / min(walls),
                     "median_step_s": statistics.median(walls),
@@ -517,6 +585,12 @@ def benchmark(s: Settings) -> dict[str, Any]:
         targets.append(
             {"target": f"ours step cost K={COST_K}/baseline <= {TARGET_COST}", "value": v, "passed": v <= TARGET_COST}
         )
+    if kind == "cuda" and s.peak_tflops and s.image_size >= 64:
+        for r in rows:
+            if r["impl"] == "ours":
+                v = r["peak_fraction"]
+                target = f"ours >= {TARGET_PEAK:.0%} of bf16 peak at {s.image_size} px ({r['config']})"
+                targets.append({"target": target, "value": v, "passed": v >= TARGET_PEAK})
     return {
         "settings": asdict(s),
         "results": rows,
@@ -547,8 +621,10 @@ def report(out: dict[str, Any]) -> str:
         f"encoder {enc} | projector {s['proj_hidden']} -> {s['embed_dim']} | images {s['n_images']}x{s['channels']}x"
         f"{s['image_size']}x{s['image_size']} uint8 | batch {s['batch_size']}",
         f"{s['warmup']} warm-up + {s['rounds']} alternating rounds x {s['steps']} timed steps | "
-        f"ours: bf16 autocast={s['amp']} channels_last={s['channels_last']} fused={s['fuse']} | "
-        f"reference: bf16 autocast + channels_last={s['ref_amp']}",
+        f"ours: bf16 autocast={s['amp']} channels_last={s['channels_last']} fused={s['fuse']} "
+        f"cuda_graph={s['step']} | reference: bf16 autocast + channels_last={s['ref_amp']}",
+        f"device {s['device_name']} | bf16 peak "
+        + (f"{s['peak_tflops']:.0f} TFLOP/s" if s["peak_tflops"] else "unknown (--peak-tflops)"),
         f"load average before {out['loadavg']['before']}, after {out['loadavg']['after']}",
         "img/s: best round (least disturbed by other processes); median: median round; "
         "CPU s/step: all processes of the implementation (reference: main + workers)",
@@ -563,6 +639,17 @@ def report(out: dict[str, Any]) -> str:
             f"{name:<14}{o['images_per_s']:>11.1f}{r['images_per_s']:>11.1f}{ratio:>9.2f}x"
             f"{o['median_images_per_s']:>13.1f}{r['median_images_per_s']:>12.1f}{out['median_speedup'][name]:>9.2f}x"
             f"{o['cpu_s_per_step']:>17.2f}{r['cpu_s_per_step']:>7.2f}"
+        )
+    lines += [
+        "",
+        f"{'configuration':<14}{'ours step':>22}{'GFLOP/step':>12}{'TFLOP/s ours':>14}{'ref':>7}{'% peak':>8}",
+    ]
+    for name in out["speedup"]:
+        o, r = by[name, "ours"], by[name, "reference"]
+        share = f"{100 * o['peak_fraction']:.1f}%" if o["peak_fraction"] is not None else "-"
+        lines.append(
+            f"{name:<14}{o['step'][:22]:>22}{o['flops_per_step'] / 1e9:>12.1f}{o['tflops']:>14.2f}"
+            f"{r['tflops']:>7.2f}{share:>8}"
         )
     lines.append("")
     for name, c in out["step_cost"].items():

@@ -156,7 +156,7 @@ class BatchAugment:
         cj = 1 if rgb else c  # brightness/contrast factors: shared for RGB, per channel otherwise
 
         sizes = [_N_CROP_TRIES, _N_CROP_TRIES, 2, 1, 1, 1, 1, 1, cj, cj, 1, 1, 1, 1, 1]
-        u = torch.rand(n, sum(sizes), generator=generator, device=generator.device, dtype=torch.float32)
+        u = _draw(torch.rand, (n, sum(sizes)), generator, torch.float32)
         u = u.to(device=x.device, dtype=work.dtype)
         (u_scale, u_ratio, u_off, u_hf, u_vf, u_rot, u_rotk, u_jit, u_b, u_c, u_s, u_h, u_gray, u_noise, u_sol) = (
             u.split(sizes, dim=1)
@@ -177,7 +177,7 @@ class BatchAugment:
         if rgb and cfg.p_grayscale > 0:
             out = torch.where(_mask(u_gray, cfg.p_grayscale), _gray(out).expand_as(out), out)
         if cfg.p_noise > 0 and cfg.noise_std > 0:
-            noise = torch.randn(out.shape, generator=generator, device=generator.device, dtype=out.dtype)
+            noise = _draw(torch.randn, tuple(out.shape), generator, out.dtype)
             noise = noise.to(out.device)
             out = out + torch.where(_mask(u_noise, cfg.p_noise), cfg.noise_std * noise, torch.zeros_like(noise))
         if cfg.p_solarize > 0:
@@ -194,6 +194,29 @@ class BatchAugment:
             and cfg.crop_scale == (1.0, 1.0)
             and cfg.crop_ratio[0] <= w / h <= cfg.crop_ratio[1]
         )
+
+
+def _draw(fn: Any, shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype) -> Tensor:
+    """``fn(shape)`` (``torch.rand`` / ``torch.randn``) on ``generator``. A generator with ``global_rows`` (a rank's
+    :class:`splicer.distributed.ShardedGenerator`) draws the global batch's rows and keeps this rank's, so N
+    processes augment their slices exactly as one process augments the whole batch."""
+    rows = getattr(generator, "global_rows", None)
+    if rows is None:
+        return fn(shape, generator=generator, device=generator.device, dtype=dtype)
+    total, keep = rows(shape[0])
+    return fn((total, *shape[1:]), generator=generator, device=generator.device, dtype=dtype)[keep]
+
+
+_CONSTANTS: dict[tuple[tuple[float, ...], torch.dtype, torch.device], Tensor] = {}
+
+
+def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A small constant tensor, made once per (dtype, device): no host-to-device copy per call, which a CUDA graph
+    capture of the step (:mod:`splicer.step`) would refuse."""
+    key = (values, dtype, device)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(values, dtype=dtype, device=device)
+    return _CONSTANTS[key]
 
 
 def _describe(x: Any) -> str:
@@ -255,8 +278,8 @@ def _affine_theta(boxes: Tensor, h: int, w: int, hflip: Tensor, vflip: Tensor, k
     sx, sy = cw / w, ch / h
     tx, ty = (2 * left + cw) / w - 1, (2 * top + ch) / h - 1
     ki = k.long() % 4
-    cos = torch.tensor([1.0, 0.0, -1.0, 0.0], dtype=boxes.dtype, device=boxes.device)[ki]
-    sin = torch.tensor([0.0, 1.0, 0.0, -1.0], dtype=boxes.dtype, device=boxes.device)[ki]
+    cos = _constant((1.0, 0.0, -1.0, 0.0), boxes.dtype, boxes.device)[ki]
+    sin = _constant((0.0, 1.0, 0.0, -1.0), boxes.dtype, boxes.device)[ki]
     fx = 1 - 2 * hflip.to(boxes.dtype)
     fy = 1 - 2 * vflip.to(boxes.dtype)
     row0 = torch.stack([sx * fx * cos, -sx * fx * sin, tx], dim=1)
@@ -272,7 +295,7 @@ def _factor(u: Tensor, strength: float) -> Tensor:
 
 def _gray(x: Tensor) -> Tensor:
     """RGB (N, 3, H, W) -> luma (N, 1, H, W)."""
-    wts = torch.tensor(_GRAY_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    wts = _constant(_GRAY_WEIGHTS, x.dtype, x.device).view(1, 3, 1, 1)
     return (x * wts).sum(dim=1, keepdim=True)
 
 
@@ -310,6 +333,6 @@ def _rgb_to_hsv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 def _hsv_to_rgb(hue: Tensor, sat: Tensor, val: Tensor) -> Tensor:
     """Inverse of :func:`_rgb_to_hsv` via f(n) = V - V·S·clamp(min(k, 4 - k), 0, 1), k = (n + 6H) mod 6."""
-    n = torch.tensor([5.0, 3.0, 1.0], dtype=hue.dtype, device=hue.device).view(1, 3, 1, 1)
+    n = _constant((5.0, 3.0, 1.0), hue.dtype, hue.device).view(1, 3, 1, 1)
     k = torch.remainder(n + 6.0 * hue[:, None], 6.0)
     return val[:, None] - (val * sat)[:, None] * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)

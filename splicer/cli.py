@@ -14,6 +14,9 @@ fault and exit with status 2; a pre-empted training run exits with status 143 (S
 written, resubmit to resume), one stopped with Ctrl-C (SIGINT) with status 130 (checkpoint written, rerun to
 resume); a non-finite loss exits with status 3 (the last good checkpoint is kept); a run directory in use by
 another process exits with status 75 (nothing written; try again when it is free).
+
+``pretrain`` with ``train.devices`` x ``train.nodes`` > 1 in the run config starts that many processes
+itself: ``srun`` inside a SLURM allocation, ``torchrun --standalone`` elsewhere (:mod:`splicer.distributed`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="run directory (resumes from its checkpoint.pt)")
     s.add_argument("--split", default=None, help="train only on this split of the dataset")
     s.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    s.add_argument(
+        "--cpus-per-task",
+        type=int,
+        default=None,
+        help="CPUs of each process when train.devices x train.nodes > 1 starts them with srun (SLURM)",
+    )
 
     s = sub.add_parser("embed", help="embed a dataset with a frozen encoder")
     s.add_argument("--encoder", required=True)
@@ -55,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="result .json")
     s.add_argument("--head", choices=["linear", "mlp"], default="linear")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu", help="where the linear probe's torch solver runs (see splicer.evaluate)")
 
     s = sub.add_parser("spectrum", help="ranked singular values of the representation")
     s.add_argument("--features", required=True)
@@ -110,7 +120,7 @@ def _run(args: argparse.Namespace) -> object:
     if args.command == "embed":
         return str(run.embed_dataset(args.encoder, args.data, args.out, args.device, args.batch_size))
     if args.command == "probe":
-        return run.probe_features(args.features, args.out, head=args.head, seed=args.seed)
+        return run.probe_features(args.features, args.out, head=args.head, seed=args.seed, device=args.device)
     if args.command == "spectrum":
         return run.spectrum_features(args.features, args.out, split=args.split)[:10].tolist()
     if args.command == "evaluate":
@@ -130,6 +140,25 @@ def _run(args: argparse.Namespace) -> object:
     return make_demo(args.family, args.out, seed=args.seed, **params)
 
 
+def _launch(args: argparse.Namespace, argv: Sequence[str]) -> int | None:
+    """Start the processes of a multi-process ``pretrain`` (their exit status), or ``None`` to train here."""
+    from splicer.config import load_run_config
+    from splicer.distributed import exec_launch, launch_command
+
+    train = load_run_config(args.config, args.set)["train"]
+    cmd = launch_command(
+        argv, int(train.get("devices", 1)), int(train.get("nodes", 1)), cpus_per_task=args.cpus_per_task
+    )
+    return None if cmd is None else exec_launch(cmd)
+
+
+def _rank() -> int:
+    from splicer.distributed import launch_env
+
+    env = launch_env()
+    return 0 if env is None else env.rank
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``splicer`` command; returns the process exit status."""
     import signal
@@ -137,9 +166,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from splicer.run import RunLocked
     from splicer.train import NonFiniteLossError, Preempted
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
+        if args.command == "pretrain" and (status := _launch(args, argv)) is not None:
+            return status
         result = _run(args)
+        if args.command == "pretrain" and _rank() != 0:  # one summary per run, from rank 0
+            return 0
     except Preempted as err:
         if err.signum == signal.SIGINT:
             print(f"splicer {args.command}: interrupted: {err}", file=sys.stderr)

@@ -13,6 +13,12 @@ are ESTIMATES from an assumed throughput (:data:`IMAGES_PER_S_32PX`, a ResNet-18
 data-centre GPU, not measured here) times :data:`SAFETY`. They need not be tight: a job reaching its limit
 gets SIGUSR1 five minutes before (profile: ``--signal=USR1@300``), checkpoints, fails, and its resubmission
 (profile ``retries``) resumes from the checkpoint with ``attempt`` times the time limit.
+
+A pretraining run whose run config asks for ``train.devices`` x ``train.nodes`` > 1 processes is one job with one
+task per GPU (:func:`launch`): ``gpu`` = the processes, ``tasks`` (and ``tasks_per_gpu: 1`` on GPUs), ``nodes``, and
+``mpi: srun``, which tells the executor plugin to run the job's Snakemake in the batch step (not inside an
+``srun`` of one task), so that the trainer can start its own ``srun`` step of all tasks (:mod:`splicer.distributed`).
+Each task gets ``cpus_per_task`` CPUs; memory and time limits account for the processes.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import signal
 from collections.abc import Mapping
 
 from splicer.data.vocab import HYPERSPECTRAL_BANDS, MULTIPLEX_CHANNELS
-from splicer.pipeline.grid import experiment_runs, run_config
+from splicer.pipeline.grid import Run, experiment_runs, run_config
 from splicer.pipeline.paths import split_ref
 from splicer.registry import KINDS, SizeHint
 
@@ -32,11 +38,14 @@ __all__ = [
     "export_environment",
     "gpus",
     "ignore_preemption_signal_in_job",
+    "launch",
     "mem_mb",
+    "processes",
     "runtime",
     "segment_gpu",
     "segment_runtime",
     "size_hint",
+    "world",
 ]
 
 
@@ -53,6 +62,7 @@ MAX_RUNTIME = 24 * 60  # a common wall-time limit; longer trainings continue in 
 GPU_HOST_MB = 8_000  # host memory of a CUDA process (context, libraries) before any data
 CPU_HOST_MB = 2_000
 PROBE_S_PER_IMAGE = 0.005  # logistic-regression probe with its C search, per embedded image (CPU)
+SCALING = 0.9  # assumed data-parallel efficiency per extra process (an estimate, not measured here)
 EMBED_DIM = 2_048  # feature width kept in memory by `evaluate` (float32)
 
 
@@ -91,6 +101,39 @@ def gpus(config: Mapping) -> int:
     return 0 if config.get("device", "auto") == "cpu" else 1
 
 
+def processes(config: Mapping, run: Run) -> tuple[int, int]:
+    """(devices per node, nodes) of one pretraining run: ``train.devices`` and ``train.nodes`` of its run config."""
+    train = run_config(config, run)["train"]
+    devices, nodes = train.get("devices", 1), train.get("nodes", 1)
+    for name, value in (("devices", devices), ("nodes", nodes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"run {run.path}: train.{name} must be a positive int, got {value!r}")
+    return devices, nodes
+
+
+def world(config: Mapping, run: Run) -> int:
+    """The number of processes of one pretraining run."""
+    devices, nodes = processes(config, run)
+    return devices * nodes
+
+
+def launch(config: Mapping, run: Run) -> dict[str, int | str | None]:
+    """SLURM resources of one pretraining job: ``gpu`` (one per process on GPU configs) and, for several
+    processes, ``tasks``, ``tasks_per_gpu``, ``nodes`` and ``mpi`` (see the module docstring); ``None`` leaves a
+    resource unset (Snakemake drops it), so a one-process job is submitted exactly as before."""
+    devices, nodes = processes(config, run)
+    n = devices * nodes
+    gpu = gpus(config)
+    several = n > 1
+    return {
+        "gpu": gpu * n,
+        "tasks": n if several else None,
+        "tasks_per_gpu": 1 if several and gpu else None,
+        "nodes": nodes if several else None,
+        "mpi": "srun" if several else None,
+    }
+
+
 def cpus_per_task(config: Mapping) -> int:
     """CPUs of a training / embedding job: ``threads``, and at least 4 beside a GPU (data loading, probes)."""
     threads = int(config.get("threads", 1))
@@ -118,15 +161,17 @@ def _hints(config: Mapping, experiment: str) -> tuple[SizeHint, list[SizeHint]]:
     return size_hint(config, exp["data"]), [size_hint(config, d) for d in evals]
 
 
-def runtime(config: Mapping, rule: str, experiment: str, attempt: int = 1) -> int:
+def runtime(config: Mapping, rule: str, experiment: str, attempt: int = 1, world: int = 1) -> int:
     """Time limit (minutes) of one ``pretrain``, ``supervised`` or ``evaluate`` job of ``experiment``.
 
     ``attempt`` (Snakemake's, 1 for the first submission) multiplies it: a resubmitted pretraining resumes from
-    its checkpoint, and a job that ran out of time gets more of it. Clamped to [MIN_RUNTIME, MAX_RUNTIME].
+    its checkpoint, and a job that ran out of time gets more of it. A pretraining on ``world`` processes takes
+    ``1 / (1 + SCALING * (world - 1))`` of one process's time. Clamped to [MIN_RUNTIME, MAX_RUNTIME].
     """
     own, evals = _hints(config, experiment)
     if rule == "pretrain":
         seconds = _epochs(config, experiment) * own.images * _seconds_per_image(own, config)
+        seconds /= 1 + SCALING * (max(int(world), 1) - 1)
     elif rule == "supervised":  # one view, the train split (about a third of an evaluation entry), no checkpoint
         seconds = _epochs(config, experiment) * own.eval_images / 3 * _seconds_per_image(own, config) / 2
     elif rule == "evaluate":  # forward passes only (~6x cheaper than an SSL step), then the probes on the CPU
@@ -137,11 +182,11 @@ def runtime(config: Mapping, rule: str, experiment: str, attempt: int = 1) -> in
     return int(min(max(math.ceil(minutes * max(int(attempt), 1)), MIN_RUNTIME), MAX_RUNTIME))
 
 
-def mem_mb(config: Mapping, rule: str, experiment: str) -> int:
-    """Host memory (MB) of one job: the process's baseline plus the data it maps (plus features for
-    ``evaluate``), rounded up to 1000 MB."""
+def mem_mb(config: Mapping, rule: str, experiment: str, devices: int = 1) -> int:
+    """Host memory (MB) of one job (per node): each of the node's ``devices`` processes' baseline plus the data
+    they map, once (the page cache is shared; plus features for ``evaluate``), rounded up to 1000 MB."""
     own, evals = _hints(config, experiment)
-    base = GPU_HOST_MB if gpus(config) else CPU_HOST_MB
+    base = (GPU_HOST_MB if gpus(config) else CPU_HOST_MB) * max(int(devices), 1)
     if rule == "pretrain":
         data = own.images * own.image_bytes
     elif rule == "supervised":

@@ -37,6 +37,16 @@ __all__ = [
 ]
 
 Shape = tuple[int, int, int]
+_INDICES: dict[tuple[tuple[int, ...], torch.device], Tensor] = {}
+
+
+def _index(channels: tuple[int, ...], device: torch.device) -> Tensor:
+    """The channel indices as a tensor on ``device``, made once: indexing with a Python list would copy it to the
+    device on every call, which a CUDA graph capture of the training step (:mod:`splicer.step`) refuses."""
+    key = (channels, device)
+    if key not in _INDICES:
+        _INDICES[key] = torch.tensor(channels, dtype=torch.long, device=device)
+    return _INDICES[key]
 
 
 class Component:
@@ -60,7 +70,7 @@ class ChannelComponent(Component):
             return x
         if len(self.channels) == 1:
             return x[:, self.channels[0] : self.channels[0] + 1]
-        return x[:, list(self.channels)]
+        return x[:, _index(self.channels, x.device)]
 
     def out_shape(self, in_shape: Shape) -> Shape:
         return (len(self.channels), in_shape[1], in_shape[2])
@@ -111,7 +121,7 @@ class MaskComponent(Component):
         keep = masks[:, self.mask : self.mask + 1] > 0.5
         if self.invert:
             keep = ~keep
-        return torch.where(keep, x, torch.as_tensor(self.fill, dtype=x.dtype, device=x.device))
+        return torch.where(keep, x, self.fill)
 
     def out_shape(self, in_shape: Shape) -> Shape:
         return in_shape

@@ -74,6 +74,7 @@ class LARS(Optimizer):
                 loss = closure()
         for group in self.param_groups:
             wd, momentum, lr = group["weight_decay"], group["momentum"], group["lr"]
+            tensor_lr = isinstance(lr, torch.Tensor)  # a CUDA-graph step reads the lr from a tensor (splicer.step)
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -85,7 +86,8 @@ class LARS(Optimizer):
                     trust = group["eta"] * p_norm / (g_norm + wd * p_norm + group["eps"])
                     if group["clip_lr"]:
                         # lr == 0 (never produced by warmup_cosine) gives inf -> clipped to 1.
-                        ratio = trust / lr if lr > 0 else torch.full_like(trust, math.inf)
+                        # a tensor lr is never read back to the host (lr == 0 gives inf there too)
+                        ratio = trust / lr if tensor_lr or lr > 0 else torch.full_like(trust, math.inf)
                         trust = torch.clamp(ratio, max=1.0)
                     scaled = d_p.add(p, alpha=wd).mul_(trust)
                     # solo-learn leaves the gradient untouched (no decay, no scaling) when either norm is 0.
@@ -98,7 +100,10 @@ class LARS(Optimizer):
                     else:
                         buf.mul_(momentum).add_(d_p, alpha=1 - group["dampening"])
                     d_p = d_p.add(buf, alpha=momentum) if group["nesterov"] else buf
-                p.add_(d_p, alpha=-lr)
+                if tensor_lr:
+                    p.sub_(d_p * lr)
+                else:
+                    p.add_(d_p, alpha=-lr)
         return loss
 
 

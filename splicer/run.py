@@ -203,7 +203,17 @@ def _command_line() -> str:
 
 def pretrain(cfg: Mapping, dataset_dir: str | Path, out_dir: str | Path, split: str | None = None) -> dict:
     """Pretrain on a dataset (optionally one split of it); resumes from ``out_dir/checkpoint.pt`` if present
-    and it was written by the same run config on the same data (else it is set aside and training restarts)."""
+    and it was written by the same run config on the same data (else it is set aside and training restarts).
+
+    In a process of a multi-process launch (torchrun, srun: :mod:`splicer.distributed`) it joins the run's
+    process group; rank 0 sets stale checkpoints aside and writes the run's files, the others wait for it."""
+    from splicer.distributed import initialized
+
+    with initialized(str(cfg["train"].get("device", "auto"))) as group:
+        return _pretrain(cfg, dataset_dir, out_dir, split, group)
+
+
+def _pretrain(cfg: Mapping, dataset_dir: str | Path, out_dir: str | Path, split: str | None, group: Any) -> dict:
     import torch
 
     from splicer.data.format import load_dataset
@@ -216,11 +226,22 @@ def pretrain(cfg: Mapping, dataset_dir: str | Path, out_dir: str | Path, split: 
     torch.manual_seed(train_cfg.seed)
     model = build_model(cfg, data.channel_names, data.mask_names, tuple(data.images.shape[1:]))
     out = Path(out_dir)
-    with run_lock(out, _command_line()):
+    with contextlib.ExitStack() as stack:
+        # rank 0 holds the run directory's lock for every process of the run; all ranks learn whether it could
+        locked: RunLocked | None = None
+        if group.writer:
+            try:
+                stack.enter_context(run_lock(out, _command_line()))
+            except RunLocked as err:
+                locked = err
+        if not group.all_true(locked is None):
+            raise locked or RunLocked(f"run directory {out} is in use: rank 0 could not lock it")
         state = {"run_config": cfg, "split": split, "data": data_fingerprint(dataset_dir)}
-        _set_aside_stale_checkpoint(out, state)
-        write_json(out / "run_state.json", state)
-        write_atomic(out / "run_config.json", lambda p: p.write_text(json.dumps(cfg, indent=2) + "\n"))
+        if group.writer:
+            _set_aside_stale_checkpoint(out, state)
+            write_json(out / "run_state.json", state)
+            write_atomic(out / "run_config.json", lambda p: p.write_text(json.dumps(cfg, indent=2) + "\n"))
+        group.barrier()  # no rank reads a checkpoint that rank 0 is setting aside
         return train(model, np.asarray(data.images), train_cfg, out, masks=data.masks)
 
 
@@ -306,15 +327,21 @@ def _labelled(split: tuple[np.ndarray, np.ndarray], name: str, path: str | Path)
 
 
 def probe_features(
-    features_path: str | Path, out_path: str | Path, head: str = "linear", seed: int = 0, **options: Any
+    features_path: str | Path,
+    out_path: str | Path,
+    head: str = "linear",
+    seed: int = 0,
+    device: str = "cpu",
+    **options: Any,
 ) -> dict:
-    """Linear (logistic regression) or MLP probe on the train split, model selection on val, scored on test."""
+    """Linear (logistic regression) or MLP probe on the train split, model selection on val, scored on test.
+    The linear probe's solver runs on ``device`` when it is torch's (:func:`splicer.evaluate.probe_solver`)."""
     from splicer.evaluate import linear_probe, mlp_probe
 
     f = load_features(features_path)
     splits = [_labelled(_split(f, s, features_path), s, features_path) for s in ("train", "val", "test")]
     if head == "linear":
-        result = linear_probe(*splits, **options)
+        result = linear_probe(*splits, device=device, **options)
     elif head == "mlp":
         result = mlp_probe(*splits, seed=seed, **options)
     else:
@@ -461,7 +488,9 @@ def evaluate_run(
     with tempfile.TemporaryDirectory(prefix="splicer-eval-") as tmp:
         for name, data in evaluations.items():
             feats = embed_dataset(encoder_path, data, Path(tmp) / f"{name}.npz", device=device)
-            results["probes"][name] = probe_features(feats, Path(tmp) / f"{name}.json", head=head, seed=seed)
+            results["probes"][name] = probe_features(
+                feats, Path(tmp) / f"{name}.json", head=head, seed=seed, device=device
+            )
             if name in spectrum:
                 values = spectrum_features(feats, Path(tmp) / f"{name}.csv")
                 results["spectra"][name] = [float(v) for v in values]

@@ -14,6 +14,13 @@ kept). A ``checkpoint.pt`` that cannot be read (truncated, corrupt) is moved asi
 ``checkpoint.corrupt-<time>.pt`` and training restarts from step 0, with a warning. Model initialisation (seeding
 the weights) is the caller's job.
 
+Several processes (an open ``torch.distributed`` process group: :mod:`splicer.distributed`) train one run
+data-parallel: every rank takes its slice of the same global batches (``batch_size`` is the global batch), the
+losses and batch statistics see the global batch, rank 0 writes every file, every rank resumes from the same
+checkpoint, and a signal reaching any rank stops all of them after the same step (they agree on it in the
+step's all-reduce). The number of processes does not change the trajectory, so a run may resume on another
+number of processes. The step itself (eager, or one CUDA graph on a single GPU) is :mod:`splicer.step`.
+
 Step numbering: ``step`` in ``metrics.csv``, hooks, checkpoints and messages is the number of optimiser steps
 completed (1-based); a checkpoint at step ``s`` holds the weights after ``s`` updates.
 """
@@ -40,9 +47,11 @@ import torch
 from torch import nn
 
 from splicer.data.format import value_scale
+from splicer.distributed import Group
 from splicer.encoders import save_encoder
 from splicer.fileio import write_atomic, write_json
-from splicer.optim import OPTIMIZERS, build_optimizer, set_lr, warmup_cosine
+from splicer.optim import OPTIMIZERS, build_optimizer, warmup_cosine
+from splicer.step import MODES, eager_state_dict, make_step
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +107,12 @@ class TrainConfig:
     ``amp`` (bf16 autocast) only applies on CUDA; ``channels_last`` applies everywhere (it also speeds up
     convolutions on CPU: about 1.5x for the demo ResNet, benchmarks/speed.py). ``max_steps`` caps the run (and the
     schedule length) below ``epochs * (N // batch_size)``.
+
+    ``devices`` x ``nodes`` is the number of processes ``splicer pretrain`` launches for the run (one per GPU;
+    :mod:`splicer.distributed`, sized on SLURM by :mod:`splicer.cluster`); ``batch_size`` stays the global batch.
+    ``cuda_graph`` (``auto`` | ``on`` | ``off``): replay each step from a CUDA graph (:mod:`splicer.step`); ``auto``
+    does on one CUDA process and never on the CPU or with several processes. The default is ``off`` until
+    ``benchmarks/cuda_check.sh`` has compared graph and eager steps on a real GPU (none has been lent yet).
     """
 
     epochs: int = 100
@@ -116,6 +131,9 @@ class TrainConfig:
     log_every: int = 10
     progress: bool = True
     max_steps: int | None = None
+    devices: int = 1
+    nodes: int = 1
+    cuda_graph: str | bool = "off"  # opt in with "auto" (see the docstring)
 
     def __post_init__(self) -> None:
         self.optimizer = str(self.optimizer).lower()
@@ -131,6 +149,12 @@ class TrainConfig:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps!r}")
+        for key in ("devices", "nodes"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive int, got {value!r}")
+        if not isinstance(self.cuda_graph, bool) and str(self.cuda_graph).lower() not in MODES:
+            raise ValueError(f"cuda_graph must be one of {', '.join(MODES)} (or true/false), got {self.cuda_graph!r}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
@@ -388,6 +412,8 @@ def train(
         raise ValueError(f"labels must have shape ({n},) like images, got {np.shape(labels)}")
     hooks = _hook_list(hooks)
     stateful = [h for h in hooks if hasattr(h, "state_dict") and hasattr(h, "load_state_dict")]
+    group = Group.current()  # one process, or the ranks of a torch.distributed launch
+    group.local_batch(cfg.batch_size)  # the global batch must split evenly over the ranks
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the number of images ({n})")
@@ -400,7 +426,7 @@ def train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
-    device = resolve_device(cfg.device)
+    device = group.device(resolve_device(cfg.device))
     cuda = device.type == "cuda"
     use_amp = cfg.amp and cuda
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -408,6 +434,7 @@ def train(
     model.to(device)
     if memory_format is torch.channels_last:
         model.to(memory_format=torch.channels_last)
+    group.prepare(model, device)  # several processes: batch norm and losses on the global batch
     model.train()
     optimizer = build_optimizer(model, cfg)
 
@@ -424,10 +451,12 @@ def train(
     resumed_from = start_step if start_step > 0 else None
 
     def save_checkpoint(step: int) -> None:
+        if not group.writer:
+            return
         _save_atomic(
             {
                 "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
+                "optimizer": eager_state_dict(optimizer),
                 "step": step,
                 "config": asdict(cfg),
                 "n_images": n,
@@ -446,41 +475,36 @@ def train(
     label_data = None
     if labels is not None:
         label_data = torch.as_tensor(np.asarray(labels), dtype=torch.long).to(device)
-    csv_log = _CsvLog(out / METRICS_CSV, start_step)
-    writer = _summary_writer(out)
+    run_step = make_step(model, optimizer, device, use_amp, group, cfg.cuda_graph)
+    csv_log = _CsvLog(out / METRICS_CSV, start_step) if group.writer else None
+    writer = _summary_writer(out) if group.writer else None
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total_steps, initial=start_step, disable=not cfg.progress, unit="step")
+    bar = tqdm(total=total_steps, initial=start_step, disable=not (cfg.progress and group.writer), unit="step")
     step = start_step
     last_loss = math.nan
     t0 = time.perf_counter()
     with _preemption_flag() as flag:  # kept installed until the final outputs are written
         try:
             for epoch, idx in _batches(n, cfg.batch_size, cfg.seed, start_step, total_steps):
+                idx = group.shard(idx)  # this rank's rows of the global batch
                 x = _batch(data, scale, idx, device).contiguous(memory_format=memory_format)
                 m = None
                 if mask_data is not None:
                     m = mask_data[idx.to(mask_data.device)].to(device, non_blocking=True).float()
                 lr = warmup_cosine(step, total_steps, warmup_steps, cfg.lr, min_lr)
-                set_lr(optimizer, lr)
-                gen = torch.Generator(device=device)
-                gen.manual_seed(step_seed(cfg.seed, step))
                 extra = {} if label_data is None else {"labels": label_data[idx.to(label_data.device)]}
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss, metrics = model.training_loss(x, m, gen, **extra)
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):  # before backward; nothing is written for this step
+                result = run_step(x, m, extra, step_seed(cfg.seed, step), lr, flag["signal"] is not None)
+                loss_value, metrics = result.loss, result.metrics
+                if not math.isfinite(loss_value):  # nothing is written for this step
                     kept = f"kept at {ckpt_path}" if ckpt_path.exists() else "not written yet (none on disk)"
                     raise NonFiniteLossError(
                         f"non-finite loss {loss_value} at step {step + 1}; last good checkpoint {kept}"
                     )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
                 step += 1
                 last_loss = loss_value
                 bar.update(1)
-                if step % cfg.log_every == 0 or step == total_steps:
+                if csv_log is not None and (step % cfg.log_every == 0 or step == total_steps):
                     row = {"step": step, "epoch": epoch, "lr": lr, "loss": loss_value}
                     row.update({k: float(v) for k, v in metrics.items()})
                     csv_log.append(row)
@@ -492,9 +516,12 @@ def train(
                 _call(hooks, "on_step_end", step, loss_value)
                 if step % steps_per_epoch == 0:
                     _call(hooks, "on_epoch_end", epoch, step)
-                if flag["signal"] is not None:
+                if result.stop if group.distributed else flag["signal"] is not None:
                     save_checkpoint(step)
-                    log.warning("signal %s received: checkpoint written at step %d", flag["signal"], step)
+                    group.barrier()  # every rank leaves after rank 0 has written the checkpoint
+                    log.warning(
+                        "signal %s received: checkpoint written at step %d", flag["signal"] or "(another rank's)", step
+                    )
                     raise Preempted(step, ckpt_path, flag["signal"])
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
                     save_checkpoint(step)
@@ -508,7 +535,8 @@ def train(
         save_checkpoint(step)
         if math.isnan(last_loss):  # nothing left to run (already finished): recover the last logged loss
             last_loss = _last_logged_loss(out / METRICS_CSV)
-        save_encoder(model.primary_encoder, out / ENCODER)
+        if group.writer:
+            save_encoder(model.primary_encoder, out / ENCODER)
         summary = {
             "steps": step,
             "epochs": step / steps_per_epoch,
@@ -516,9 +544,12 @@ def train(
             "images_per_s": steps_run * cfg.batch_size / wall if wall > 0 and steps_run else 0.0,
             "wall_s": wall,
             "device": str(device),
+            "processes": group.world_size,
             "resumed_from_step": resumed_from,
         }
-        write_json(out / METRICS_JSON, summary)
+        if group.writer:
+            write_json(out / METRICS_JSON, summary)
+        group.barrier()  # the run's files exist when any rank returns
         if flag["signal"] is not None:
             log.warning("signal %s received after the last step; the run is complete", flag["signal"])
     return summary

@@ -174,3 +174,26 @@ def test_segment_jobs_ask_for_a_gpu_only_for_pretrained_networks(paper):
     assert (C.segment_gpu(paper, "nct_crc"), C.segment_runtime(paper, "nct_crc")) == (1, 720)
     demo = load("config.yaml")
     assert (C.segment_gpu(demo, "histology"), C.segment_runtime(demo, "histology")) == (0, 240)
+
+
+def test_pretrain_job_of_several_processes_asks_for_one_task_per_gpu(paper):
+    """train.devices x train.nodes -> gpu, tasks, tasks_per_gpu, nodes and mpi (the executor plugin's multi-task
+    job); a one-process run leaves all but gpu unset, so its job is submitted as before."""
+    from splicer.config import deep_merge
+    from splicer.pipeline.grid import experiment_runs
+
+    run = experiment_runs(paper, "nct")[0]
+    assert C.launch(paper, run) == {"gpu": 1, "tasks": None, "tasks_per_gpu": None, "nodes": None, "mpi": None}
+    assert C.processes(paper, run) == (1, 1) and C.world(paper, run) == 1
+    eight = deep_merge(paper, {"experiments": {"nct": {"run_overrides": {"train": {"devices": 4, "nodes": 2}}}}})
+    assert C.launch(eight, run) == {"gpu": 8, "tasks": 8, "tasks_per_gpu": 1, "nodes": 2, "mpi": "srun"}
+    assert C.world(eight, run) == 8
+    on_cpu = C.launch({**deep_merge(paper, {"run_defaults": {"train": {"devices": 2}}}), "device": "cpu"}, run)
+    assert on_cpu == {"gpu": 0, "tasks": 2, "tasks_per_gpu": None, "nodes": 1, "mpi": "srun"}
+    # time shrinks with the processes (an assumed efficiency), memory per node grows with its processes
+    one = C.runtime(paper, "pretrain", "nct", world=1)
+    assert C.runtime(paper, "pretrain", "nct", world=8) < one
+    assert C.mem_mb(paper, "pretrain", "nct", devices=4) == C.mem_mb(paper, "pretrain", "nct") + 3 * C.GPU_HOST_MB
+    bad = deep_merge(paper, {"run_defaults": {"train": {"devices": 0}}})
+    with pytest.raises(ValueError, match=r"train\.devices must be a positive int"):
+        C.launch(bad, run)

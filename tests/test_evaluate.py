@@ -284,3 +284,79 @@ def test_probe_ignores_unlabelled_rows(tmp_path):
     assert result["n_classes"] == 2
     assert result["n_test"] == int(((split == 2) & (labels >= 0)).sum())
     assert result["accuracy"] > 0.95
+
+
+# ------------------------------------------------------------------------------------------------ torch probe
+@pytest.fixture(scope="module")
+def demo_features(tmp_path_factory) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Demo histology tiles (4 classes) and the demo's MNIST-CIFAR rNONE set (2 classes), embedded by a small
+    random ResNet: real demo data, features a linear probe neither aces nor fails."""
+    from splicer.data.demo import make_demo
+    from splicer.data.format import load_dataset
+    from splicer.encoders import build_encoder
+
+    out = tmp_path_factory.mktemp("probe-demo")
+    sizes = {"n_pretrain": 1, "n_train": 1000, "n_val": 400, "n_test": 1000}
+    sets = {
+        "histology": make_demo("histology", out / "h", size=16, **sizes)["eval"],
+        "mnist_cifar": make_demo("mnist_cifar", out / "m", **sizes)["rNONE"],
+    }
+    result = {}
+    for name, path in sets.items():
+        data = load_dataset(path)
+        torch.manual_seed(0)
+        enc = build_encoder("resnet", data.images.shape[1], max(data.images.shape[2:]), base_width=8, blocks=[1, 1])
+        feats = embed(enc, data.images, batch_size=256)
+        split = np.asarray(data.split)
+        labels = np.asarray(data.labels)
+        result[name] = tuple((feats[split == i], labels[split == i]) for i in range(3))
+    return result
+
+
+@pytest.mark.parametrize("name", ["histology", "mnist_cifar"])
+def test_torch_probe_agrees_with_scikit_learn_on_demo_features(demo_features, name):
+    splits = demo_features[name]
+    ref = linear_probe(*splits, solver="sklearn")
+    ours = linear_probe(*splits, solver="torch", device="cpu")
+    assert (ref["solver"], ours["solver"]) == ("sklearn", "torch")
+    assert abs(ours["accuracy"] - ref["accuracy"]) <= 0.005, (ours, ref)
+    assert 0.3 < ref["accuracy"] < 1.0  # a probe that neither aces nor fails, so agreement means something
+    assert ours["converged"] and ours.keys() == ref.keys()
+
+
+def test_torch_logistic_regression_solves_scikit_learns_objective():
+    """Same minimiser as LogisticRegression(C): coefficients, intercepts and probabilities agree."""
+    from splicer.evaluate import torch_logistic_regression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 6))
+    y = (X[:, 0] + 0.5 * X[:, 1] + 0.5 * rng.normal(size=300) > 0).astype(int) + (X[:, 2] > 0.8)
+    for C in (0.01, 1.0, 100.0):
+        clf = LogisticRegression(C=C, max_iter=5000, tol=1e-10).fit(X, y)
+        W, b, iterations, converged = torch_logistic_regression(
+            torch.from_numpy(X), torch.from_numpy(y), 3, C, max_iter=5000, tol=1e-6
+        )
+        assert converged and iterations > 0
+        # scikit-learn's multinomial coefficients are centred over classes (the softmax is shift-invariant)
+        np.testing.assert_allclose(W.T.numpy() - W.T.numpy().mean(0), clf.coef_ - clf.coef_.mean(0), atol=1e-4)
+        proba = torch.softmax(torch.from_numpy(X) @ W + b, 1).numpy()
+        np.testing.assert_allclose(proba, clf.predict_proba(X), atol=1e-5)
+
+
+def test_probe_solver_rule_and_labels_kept():
+    from splicer.evaluate import TORCH_MIN_VALUES, probe_solver
+
+    assert probe_solver(100, 512) == "sklearn"
+    assert probe_solver(TORCH_MIN_VALUES // 512 + 1, 512) == "torch"
+    assert probe_solver(100, 512, device="cuda") == "torch"
+    assert probe_solver(10**6, 512, solver="sklearn") == "sklearn"
+    with pytest.raises(ValueError, match="probe solver"):
+        probe_solver(10, 10, solver="gpu")
+    rng = np.random.default_rng(1)  # labels that are not 0..K-1: the torch solver maps them and back
+    X = rng.normal(size=(90, 4))
+    y = np.array([3, 7, 9])[np.arange(90) % 3]
+    X[:, 0] += y / 3.0
+    part = rng.permutation(90) % 3
+    splits = [(X[part == i], y[part == i]) for i in range(3)]
+    a, b = linear_probe(*splits, solver="torch"), linear_probe(*splits, solver="sklearn")
+    assert a["accuracy"] == pytest.approx(b["accuracy"], abs=0.05) and a["n_classes"] == 3

@@ -1,4 +1,4 @@
-"""`snakemake --profile slurm` against a real SLURM: one node (slurmctld + slurmd + munged) with a fake GPU.
+"""`snakemake --profile slurm` against a real SLURM: one node (slurmctld + slurmd + munged) with two fake GPUs.
 
 The session fixture starts the daemons with .ci/slurm/setup.sh (config in /etc/slurm, state in a temp folder)
 and stops exactly those daemons, by PID, with .ci/slurm/teardown.sh. The runs use the profile users get
@@ -56,7 +56,7 @@ def _skip_or_fail(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
-    """A running one-node cluster (partitions gpu* and cpu, gres gpu:1); torn down after the session."""
+    """A running one-node cluster (partitions gpu* and cpu, gres gpu:2); torn down after the session."""
     reason = _unavailable()
     if reason:
         _skip_or_fail(reason)
@@ -261,6 +261,60 @@ def test_preempted_training_resumes_in_the_resubmitted_job_with_identical_weight
     assert all(torch.equal(resumed[k], straight[k]) for k in resumed)
     assert json.loads((reference / "metrics.json").read_text())["final_loss"] == metrics["final_loss"]
     print(f"pre-empted at step {step}, resumed in SLURM job {jobs[1][0]}: {seconds:.0f} s")
+
+
+TWO_TASKS = """# one pretraining run on 2 processes: one job of 2 tasks, one per (fake) GPU; LARS, so that the
+# comparison with one process is not blurred by Adam's sign-like first steps on rounding-level gradients
+experiments:
+  mnist_cifar_cifar_only:
+    run_overrides: {train: {devices: 2, epochs: 2, optimizer: lars, lr: 0.05}}
+"""
+
+
+@pytest.mark.timeout(420)
+def test_two_task_training_job_through_the_profile(tiny_run, tmp_path):
+    """train.devices: 2 -> one sbatch job with 2 tasks and 2 GPUs; in it `splicer pretrain` starts an srun step of
+    2 ranks (rendezvous from SLURM's environment; gloo, as the cluster's GPUs are fake) whose run ends with the
+    weights one process reaches on the same run config."""
+    workdir = tmp_path / "work"
+    copy_built_data(tiny_run[0], workdir)
+    overlay = tmp_path / "two_tasks.yaml"
+    overlay.write_text(TWO_TASKS)
+    t0 = time.monotonic()
+    run = run_profile(f"{RUN}/encoder.pt", workdir=workdir, overlays=(str(overlay),), timeout=360)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-6000:]
+    seconds = time.monotonic() - t0
+    ((job_id, rule, _),) = submissions(output)
+    info = show_job(job_id)
+    assert rule == "pretrain" and info["JobState"] == "COMPLETED", info
+    assert info["NumTasks"] == "2" and info.get("TresPerJob") == "gres:gpu:2", info
+    assert "cpu=8" in info["TRES"], info  # cpus_per_task (4) for each task
+    log = (workdir / PRETRAIN_LOG).read_text()
+    assert "srun --ntasks=2 --nodes=1 --ntasks-per-node=2 --kill-on-bad-exit=1 --cpus-per-task=4" in log, log
+    run_dir = workdir / RUN
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["steps"] == 4, metrics
+    assert log.count('"processes": 2') == 1  # one summary, from rank 0
+
+    reference = tmp_path / "reference"  # one process, this host, same run config
+    data = str(workdir / DATA / "pretrain_cifar_only")
+    cli = [sys.executable, "-m", "splicer.cli", "pretrain", "--config", str(run_dir / "run.yaml"), "--data", data]
+    subprocess.run(
+        [*cli, "--out", str(reference), "-s", "train.devices=1"],
+        env={**env(), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    single = json.loads((reference / "metrics.json").read_text())
+    assert single["processes"] == 1 and single["final_loss"] == pytest.approx(metrics["final_loss"], rel=1e-5)
+    ours = torch.load(run_dir / "encoder.pt", weights_only=True)["encoder_state"]
+    ref = torch.load(reference / "encoder.pt", weights_only=True)["encoder_state"]
+    assert ours.keys() == ref.keys()
+    for key in ref:
+        torch.testing.assert_close(ours[key], ref[key], rtol=1e-4, atol=1e-5, msg=key)
+    print(f"2-task training job through SLURM: {seconds:.0f} s")
 
 
 @pytest.mark.timeout(300)

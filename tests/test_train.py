@@ -195,7 +195,8 @@ def test_checkpoints_metrics_and_encoder_written(tmp_path):
     assert sorted(set(seen)) == [4, 8, 12]
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 15
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics) == {"steps", "epochs", "final_loss", "images_per_s", "wall_s", "device", "resumed_from_step"}
+    keys = {"steps", "epochs", "final_loss", "images_per_s", "wall_s", "device", "processes", "resumed_from_step"}
+    assert set(metrics) == keys and metrics["processes"] == 1
     assert metrics == summary
     assert metrics["steps"] == 15 and metrics["epochs"] == 3 and metrics["device"] == "cpu"
     assert np.isfinite(metrics["final_loss"]) and metrics["images_per_s"] > 0

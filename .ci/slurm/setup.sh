@@ -14,7 +14,8 @@
 # * no accounting (no slurmdbd): the profile's status command is squeue, and MinJobAge keeps finished jobs
 #   visible to squeue/scontrol long enough (the plugin falls back to sacct when MinJobAge < 3 x its first
 #   status-check delay);
-# * a fake GPU: GresTypes=gpu, Gres=gpu:1 on the node, gres.conf File= a character device made with mknod;
+# * two fake GPUs: GresTypes=gpu, Gres=gpu:2 on the node, gres.conf File= character devices made with mknod
+#   (a data-parallel training job asks for one task per GPU);
 # * partitions `gpu` (default) and `cpu`: the names the profile (slurm/config.yaml) uses, so the tests run the
 #   profile unchanged; SlurmdParameters=config_overrides lets the node advertise more memory than the machine has.
 set -euo pipefail
@@ -74,11 +75,13 @@ else
   munge -n | unmunge >/dev/null || die "munged does not answer (log: /run/munge/splicer-test-munged.log)"
 fi
 
-# --- fake GPU ------------------------------------------------------------------------------------------------
-if [ ! -c /dev/fakegpu0 ]; then
-  mknod /dev/fakegpu0 c 1 3 || die "cannot mknod /dev/fakegpu0"
-  echo /dev/fakegpu0 >"$state"/made
-fi
+# --- fake GPUs -----------------------------------------------------------------------------------------------
+for i in 0 1; do
+  if [ ! -c /dev/fakegpu$i ]; then
+    mknod /dev/fakegpu$i c 1 3 || die "cannot mknod /dev/fakegpu$i"
+    echo /dev/fakegpu$i >>"$state"/made
+  fi
+done
 
 # --- configuration -------------------------------------------------------------------------------------------
 cat >"$conf" <<EOF
@@ -112,13 +115,13 @@ MinJobAge=900
 ReturnToService=2
 SlurmdParameters=config_overrides
 KillWait=15
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:1 State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:2 State=UNKNOWN
 PartitionName=gpu Nodes=$host Default=YES MaxTime=INFINITE State=UP
 PartitionName=cpu Nodes=$host MaxTime=INFINITE State=UP
 EOF
 cat >"$gres" <<EOF
 $marker
-NodeName=$host Name=gpu File=/dev/fakegpu0
+NodeName=$host Name=gpu File=/dev/fakegpu[0-1]
 EOF
 
 # --- daemons -------------------------------------------------------------------------------------------------
@@ -136,4 +139,4 @@ done
   sinfo -N -l >&2 || true
   die "node $host is not idle (logs: $state/log/slurmd.log, slurmctld.log)"
 }
-echo "slurm setup: one-node cluster up on $host (partitions gpu*, cpu; gres gpu:1); state in $state"
+echo "slurm setup: one-node cluster up on $host (partitions gpu*, cpu; gres gpu:2); state in $state"

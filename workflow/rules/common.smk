@@ -63,6 +63,12 @@ def figure_outputs(name):
     return out
 
 
+def run_of(wildcards):
+    """The grid run a pretrain job's wildcards name."""
+    w = wildcards
+    return G.Run(w.experiment, w.method, w.pairing, w.loss, int(w.seed))
+
+
 def first_run_config(wildcards):
     """The supervised ceiling trains the encoder (and augmentation, optimiser, schedule) of the experiment's first
     run, with labels."""

@@ -38,11 +38,21 @@ rule pretrain:
     # Sized by splicer/cluster.py; a retry (attempt 2, 3, ...) resumes from checkpoint.pt with a longer limit.
     # `exec`: the trainer replaces the shell, so a SIGTERM from SLURM (time limit, pre-emption) reaches it with
     # no shell in between to die first; SIGUSR1 (the profile's --signal) is covered by common.smk.
+    # train.devices x train.nodes > 1: one task per GPU (tasks, tasks_per_gpu, nodes, mpi; unset otherwise) and
+    # `splicer pretrain` starts the ranks itself (srun in the job, torchrun locally), cpus_per_task CPUs each.
     resources:
-        gpu=C.gpus(config),
+        gpu=lambda w: C.launch(config, run_of(w))["gpu"],
+        tasks=lambda w: C.launch(config, run_of(w))["tasks"],
+        tasks_per_gpu=lambda w: C.launch(config, run_of(w))["tasks_per_gpu"],
+        nodes=lambda w: C.launch(config, run_of(w))["nodes"],
+        mpi=lambda w: C.launch(config, run_of(w))["mpi"],
         cpus_per_task=C.cpus_per_task(config),
-        mem_mb=lambda w: C.mem_mb(config, "pretrain", w.experiment),
-        runtime=lambda w, attempt: C.runtime(config, "pretrain", w.experiment, attempt),
+        mem_mb=lambda w: C.mem_mb(
+            config, "pretrain", w.experiment, C.processes(config, run_of(w))[0]
+        ),
+        runtime=lambda w, attempt: C.runtime(
+            config, "pretrain", w.experiment, attempt, C.world(config, run_of(w))
+        ),
     params:
         data=lambda w: P.dataset_path(
             config, w.experiment, config["experiments"][w.experiment]["pretrain"]
@@ -52,4 +62,5 @@ rule pretrain:
     # every value is quoted (:q); params.split is quoted by splicer.pipeline.paths
     shell:
         "export OMP_NUM_THREADS={threads}; exec python -m splicer.cli pretrain --config {input.cfg:q} "
-        "--data {params.data:q} --out {params.out:q} {params.split} > {log:q} 2>&1"
+        "--data {params.data:q} --out {params.out:q} {params.split} "
+        "--cpus-per-task {resources.cpus_per_task:q} > {log:q} 2>&1"
