@@ -35,22 +35,63 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_PREEMPTED = 143
 
 
+def _config_arguments(s: argparse.ArgumentParser) -> None:
+    """--config FILE or --config-json TEXT (the pipeline passes the run config inline), plus -s overrides."""
+    given = s.add_mutually_exclusive_group(required=True)
+    given.add_argument("--config", help="run config (YAML); see splicer.config")
+    given.add_argument("--config-json", metavar="JSON", help="the run config itself, as JSON")
+    s.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+
+
+def _evaluation_arguments(s: argparse.ArgumentParser, required: bool) -> None:
+    s.add_argument(
+        "--eval", action="append", required=required, default=[], metavar="NAME=DATASET_DIR", help="an evaluation set"
+    )
+    s.add_argument("--spectrum", action="append", default=[], metavar="NAME")
+    s.add_argument("--correlate", action="append", default=[], metavar="NAME")
+    s.add_argument("--head", choices=["linear", "mlp"], default="linear")
+    s.add_argument("--device", default="cpu", help="evaluation device")
+
+
+def _run_config(args: argparse.Namespace) -> dict:
+    import json
+
+    from splicer.config import load_run_config
+
+    if args.config_json is not None:
+        try:
+            given = json.loads(args.config_json)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--config-json is not valid JSON: {err}") from None
+        if not isinstance(given, dict):
+            raise ValueError(f"--config-json must be a JSON object, got {type(given).__name__}")
+        return load_run_config(given, args.set)
+    return load_run_config(args.config, args.set)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="splicer", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("pretrain", help="self-supervised pretraining of one method on one dataset")
-    s.add_argument("--config", required=True, help="run config (YAML); see splicer.config")
+    _config_arguments(s)
     s.add_argument("--data", required=True, help="dataset directory")
     s.add_argument("--out", required=True, help="run directory (resumes from its checkpoint.pt)")
     s.add_argument("--split", default=None, help="train only on this split of the dataset")
-    s.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     s.add_argument(
         "--cpus-per-task",
         type=int,
         default=None,
         help="CPUs of each process when train.devices x train.nodes > 1 starts them with srun (SLURM)",
     )
+    s.add_argument(
+        "--evaluate-out",
+        default=None,
+        metavar="JSON",
+        help="then evaluate the encoder in the same process (the --eval/--spectrum/--correlate/--head options "
+        "of `splicer evaluate`) and write the result here",
+    )
+    _evaluation_arguments(s, required=False)
 
     s = sub.add_parser("embed", help="embed a dataset with a frozen encoder")
     s.add_argument("--encoder", required=True)
@@ -79,20 +120,15 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="embed + probe (+ spectrum, correlate) every evaluation set of one run")
     s.add_argument("--encoder", required=True)
-    s.add_argument("--eval", action="append", required=True, metavar="NAME=DATASET_DIR", help="an evaluation set")
     s.add_argument("--out", required=True, help="result .json (probes, spectra, correlations)")
-    s.add_argument("--spectrum", action="append", default=[], metavar="NAME")
-    s.add_argument("--correlate", action="append", default=[], metavar="NAME")
-    s.add_argument("--head", choices=["linear", "mlp"], default="linear")
+    _evaluation_arguments(s, required=True)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="cpu")
 
     s = sub.add_parser("supervised", help="supervised ceiling: the run config's encoder trained with labels")
-    s.add_argument("--config", required=True)
+    _config_arguments(s)
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True, help="run directory (resumable; result.json is written last)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE")
 
     s = sub.add_parser("make-demo", help="generate one embedded demo data family")
     s.add_argument("family")
@@ -113,10 +149,18 @@ def _run(args: argparse.Namespace) -> object:
     from splicer import run
 
     if args.command == "pretrain":
-        from splicer.config import load_run_config
-
-        cfg = load_run_config(args.config, args.set)
-        return run.pretrain(cfg, args.data, args.out, split=args.split)
+        evals = dict(_key_value(item, "--eval") for item in args.eval)
+        if bool(evals) != (args.evaluate_out is not None):
+            raise ValueError("pretrain: --evaluate-out and --eval go together (evaluate after pretraining)")
+        cfg = _run_config(args)
+        summary = run.pretrain(cfg, args.data, args.out, split=args.split)
+        if args.evaluate_out is None or _rank() != 0:  # one evaluation per run, by rank 0
+            return summary
+        seed = int(cfg["train"].get("seed", 0))
+        encoder = f"{args.out}/encoder.pt"
+        return run.evaluate_run(
+            encoder, evals, args.evaluate_out, args.spectrum, args.correlate, args.head, seed, args.device
+        )
     if args.command == "embed":
         return str(run.embed_dataset(args.encoder, args.data, args.out, args.device, args.batch_size))
     if args.command == "probe":
@@ -129,9 +173,7 @@ def _run(args: argparse.Namespace) -> object:
             args.encoder, evals, args.out, args.spectrum, args.correlate, args.head, args.seed, args.device
         )
     if args.command == "supervised":
-        from splicer.config import load_run_config
-
-        return run.supervised(load_run_config(args.config, args.set), args.data, args.out, seed=args.seed)
+        return run.supervised(_run_config(args), args.data, args.out, seed=args.seed)
     if args.command == "correlate":
         return run.correlate_features(args.features, args.data, args.out, split=args.split)
     from splicer.data.demo import make_demo
@@ -142,10 +184,9 @@ def _run(args: argparse.Namespace) -> object:
 
 def _launch(args: argparse.Namespace, argv: Sequence[str]) -> int | None:
     """Start the processes of a multi-process ``pretrain`` (their exit status), or ``None`` to train here."""
-    from splicer.config import load_run_config
     from splicer.distributed import exec_launch, launch_command
 
-    train = load_run_config(args.config, args.set)["train"]
+    train = _run_config(args)["train"]
     cmd = launch_command(
         argv, int(train.get("devices", 1)), int(train.get("nodes", 1)), cpus_per_task=args.cpus_per_task
     )

@@ -150,3 +150,57 @@ def test_supervised_ceiling_runs_through_the_trainer_and_resumes(tmp_path, data)
     assert not (tmp_path / "resumed" / "result.json").exists()
     resumed = run.supervised(cfg, data, tmp_path / "resumed", seed=1)
     assert resumed == whole
+
+
+def test_pretrain_with_inline_config_then_evaluate_in_the_same_process(tmp_path, data, capsys):
+    """What the pipeline runs with evaluate_with_pretraining: --config-json, then --evaluate-out; the evaluation
+    equals `splicer evaluate` run afterwards on the same encoder."""
+    import json as _json
+
+    out = tmp_path / "run"
+    code = main(
+        ["pretrain", "--config-json", _json.dumps(RUN), "--data", str(data), "--out", str(out)]
+        + ["--eval", f"tiny={data}", "--spectrum", "tiny", "--evaluate-out", str(tmp_path / "fused.json")]
+    )
+    assert code == 0
+    fused = json.loads((tmp_path / "fused.json").read_text())
+    assert (
+        main(
+            [
+                "evaluate",
+                "--encoder",
+                str(out / "encoder.pt"),
+                "--eval",
+                f"tiny={data}",
+                "--spectrum",
+                "tiny",
+                "--out",
+                str(tmp_path / "separate.json"),
+                "--seed",
+                "0",
+            ]
+        )
+        == 0
+    )
+    assert fused == json.loads((tmp_path / "separate.json").read_text())
+    assert json.loads((out / "run_config.json").read_text())["method"]["name"] == "splicer"
+    capsys.readouterr()
+    assert main(["pretrain", "--config-json", "{not json", "--data", str(data), "--out", str(tmp_path / "x")]) == 2
+    assert "--config-json is not valid JSON" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "pretrain",
+                "--config-json",
+                "{}",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "y"),
+                "--evaluate-out",
+                str(tmp_path / "e.json"),
+            ]
+        )
+        == 2
+    )
+    assert "--evaluate-out and --eval go together" in capsys.readouterr().err

@@ -86,7 +86,6 @@ def test_paper_dry_run_lists_every_stage_for_every_dataset(tmp_path):
         "download",
         "build_data",
         "segment",
-        "run_config",
         "pretrain",
         "evaluate",
         "supervised",

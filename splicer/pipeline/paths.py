@@ -12,6 +12,7 @@ __all__ = [
     "data_dir",
     "dataset_path",
     "eval_manifests",
+    "evaluate_after_pretraining",
     "evaluate_args",
     "evaluation_path",
     "manifest",
@@ -98,6 +99,16 @@ def evaluate_args(config: Mapping, experiment: str) -> str:
     for name in exp.get("correlate", []):
         args += ["--correlate", name]
     return shlex.join(args)
+
+
+def evaluate_after_pretraining(config: Mapping, run: Run) -> str:
+    """With ``evaluate_with_pretraining``, the pretrain job's arguments to evaluate its encoder in the same process
+    (``--evaluate-out`` + :func:`evaluate_args` + head and device, shell-quoted); else nothing."""
+    if not config.get("evaluate_with_pretraining", False):
+        return ""
+    head, device = config["probe"]["head"], config.get("device", "auto")
+    out = ["--evaluate-out", evaluation_path(config, run), "--head", head, "--device", device]
+    return f"{shlex.join(out)} {evaluate_args(config, run.experiment)}"
 
 
 def ceiling_sources(config: Mapping, experiment: str) -> list[str]:

@@ -1,3 +1,4 @@
+import json
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -69,12 +70,43 @@ def run_of(wildcards):
     return G.Run(w.experiment, w.method, w.pairing, w.loss, int(w.seed))
 
 
-def first_run_config(wildcards):
+def run_config_json(wildcards):
+    """The run config of a pretrain job, inline (a changed config is a changed param: the run reruns)."""
+    return json.dumps(G.run_config(config, run_of(wildcards)), sort_keys=True)
+
+
+def first_run_config_json(wildcards):
     """The supervised ceiling trains the encoder (and augmentation, optimiser, schedule) of the experiment's first
     run, with labels."""
-    return f"{P.run_dir(config, G.experiment_runs(config, wildcards.experiment)[0])}/run.yaml"
+    return json.dumps(
+        G.run_config(config, G.experiment_runs(config, wildcards.experiment)[0]),
+        sort_keys=True,
+    )
+
+
+EVALUATE_WITH_PRETRAINING = config.get("evaluate_with_pretraining", False)
+
+
+def pretrain_inputs(wildcards):
+    data = {
+        "data": P.manifest(config, config["experiments"][wildcards.experiment]["data"])
+    }
+    if EVALUATE_WITH_PRETRAINING:
+        data["evaluation_data"] = P.eval_manifests(config, wildcards.experiment)
+    return data
+
+
+def pretrain_outputs():
+    out = {"encoder": f"{RUN}/encoder.pt", "metrics": f"{RUN}/metrics.json"}
+    if EVALUATE_WITH_PRETRAINING:
+        out["evaluation"] = f"{RUN}/evaluation.json"
+    return out
 
 
 def scorecard_table():
     """The scorecard's claims table, when the config draws the scorecard (the summary shows its verdicts)."""
-    return [f"{RES}/figures/scorecard.csv"] if "scorecard" in config.get("figures", {}) else []
+    return (
+        [f"{RES}/figures/scorecard.csv"]
+        if "scorecard" in config.get("figures", {})
+        else []
+    )

@@ -1,38 +1,40 @@
 # Frozen-encoder evaluation (probes, singular values, marker correlations), supervised ceilings, tidy tables.
 import os
 
+if not EVALUATE_WITH_PRETRAINING:  # else pretrain evaluates (see pretrain.smk)
 
-rule evaluate:
-    input:
-        encoder=f"{RUN}/encoder.pt",
-        data=lambda w: P.eval_manifests(config, w.experiment),
-    output:
-        f"{RUN}/evaluation.json",
-    log:
-        f"{RUN_LOG}/evaluate.log",
-    benchmark:
-        f"{RES}/benchmarks/evaluate/{{experiment}}/{{method}}/{{pairing}}/{{loss}}/seed{{seed}}.tsv"
-    conda:
-        "../../envs/splicer.yaml"
-    threads: config["threads"]
-    resources:
-        gpu=C.gpus(config),
-        cpus_per_task=C.cpus_per_task(config),
-        mem_mb=lambda w: C.mem_mb(config, "evaluate", w.experiment),
-        runtime=lambda w, attempt: C.runtime(config, "evaluate", w.experiment, attempt),
-    params:
-        args=lambda w: P.evaluate_args(config, w.experiment),
-        head=config["probe"]["head"],
-        device=config["device"],
-    # every value is quoted (:q); params.args is quoted by splicer.pipeline.paths
-    shell:
-        "OMP_NUM_THREADS={threads} python -m splicer.cli evaluate --encoder {input.encoder:q} {params.args} "
-        "--out {output:q} --head {params.head:q} --seed {wildcards.seed:q} --device {params.device:q} > {log:q} 2>&1"
+    rule evaluate:
+        input:
+            encoder=f"{RUN}/encoder.pt",
+            data=lambda w: P.eval_manifests(config, w.experiment),
+        output:
+            f"{RUN}/evaluation.json",
+        log:
+            f"{RUN_LOG}/evaluate.log",
+        benchmark:
+            f"{RES}/benchmarks/evaluate/{{experiment}}/{{method}}/{{pairing}}/{{loss}}/seed{{seed}}.tsv"
+        conda:
+            "../../envs/splicer.yaml"
+        threads: config["threads"]
+        resources:
+            gpu=C.gpus(config),
+            cpus_per_task=C.cpus_per_task(config),
+            mem_mb=lambda w: C.mem_mb(config, "evaluate", w.experiment),
+            runtime=lambda w, attempt: C.runtime(
+                config, "evaluate", w.experiment, attempt
+            ),
+        params:
+            args=lambda w: P.evaluate_args(config, w.experiment),
+            head=config["probe"]["head"],
+            device=config["device"],
+        # every value is quoted (:q); params.args is quoted by splicer.pipeline.paths
+        shell:
+            "OMP_NUM_THREADS={threads} python -m splicer.cli evaluate --encoder {input.encoder:q} {params.args} "
+            "--out {output:q} --head {params.head:q} --seed {wildcards.seed:q} --device {params.device:q} > {log:q} 2>&1"
 
 
 rule supervised:
     input:
-        cfg=first_run_config,
         data=lambda w: P.manifest(config, config["experiments"][w.experiment]["data"]),
     output:
         P.supervised_path(config, "{experiment}", "{evaluation}", "{seed}"),
@@ -54,8 +56,9 @@ rule supervised:
     params:
         data=lambda w: P.dataset_path(config, w.experiment, w.evaluation),
         out=lambda w, output: os.path.dirname(output[0]),
+        cfg=first_run_config_json,
     shell:
-        "export OMP_NUM_THREADS={threads}; exec python -m splicer.cli supervised --config {input.cfg:q} "
+        "export OMP_NUM_THREADS={threads}; exec python -m splicer.cli supervised --config-json {params.cfg:q} "
         "--data {params.data:q} --out {params.out:q} --seed {wildcards.seed:q} > {log:q} 2>&1"
 
 

@@ -5,29 +5,14 @@ RUN = f"{RES}/runs/{{experiment}}/{{method}}/{{pairing}}/{{loss}}/seed{{seed}}"
 RUN_LOG = f"{RES}/logs/runs/{{experiment}}/{{method}}/{{pairing}}/{{loss}}/seed{{seed}}"
 
 
-rule run_config:
-    output:
-        f"{RUN}/run.yaml",
-    log:
-        f"{RUN_LOG}/run_config.log",
-    localrule: True
-    conda:
-        "../../envs/splicer.yaml"
-    params:
-        cfg=lambda w: G.run_config(
-            config, G.Run(w.experiment, w.method, w.pairing, w.loss, int(w.seed))
-        ),
-    script:
-        "../scripts/write_run_config.py"
-
-
+# The run config goes inline (params: a changed config reruns the run); pretrain writes it to run_config.json.
+# With `evaluate_with_pretraining` (small CPU configs such as the demo) the same process then evaluates the
+# encoder and writes evaluation.json, and there is no separate evaluate job (one process start per run).
 rule pretrain:
     input:
-        cfg=f"{RUN}/run.yaml",
-        data=lambda w: P.manifest(config, config["experiments"][w.experiment]["data"]),
+        unpack(pretrain_inputs),
     output:
-        encoder=f"{RUN}/encoder.pt",
-        metrics=f"{RUN}/metrics.json",
+        **pretrain_outputs(),
     log:
         f"{RUN_LOG}/pretrain.log",
     benchmark:
@@ -59,8 +44,10 @@ rule pretrain:
         ),
         split=lambda w: P.split_flag(config, w.experiment),
         out=lambda w, output: os.path.dirname(output.encoder),
-    # every value is quoted (:q); params.split is quoted by splicer.pipeline.paths
+        cfg=lambda w: run_config_json(w),
+        evaluate=lambda w: P.evaluate_after_pretraining(config, run_of(w)),
+    # every value is quoted (:q); params.split and params.evaluate are quoted by splicer.pipeline.paths
     shell:
-        "export OMP_NUM_THREADS={threads}; exec python -m splicer.cli pretrain --config {input.cfg:q} "
-        "--data {params.data:q} --out {params.out:q} {params.split} "
+        "export OMP_NUM_THREADS={threads}; exec python -m splicer.cli pretrain --config-json {params.cfg:q} "
+        "--data {params.data:q} --out {params.out:q} {params.split} {params.evaluate} "
         "--cpus-per-task {resources.cpus_per_task:q} > {log:q} 2>&1"
