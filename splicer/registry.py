@@ -104,6 +104,8 @@ class Kind:
     * ``variants``: for an ``archives`` function, ``(kind) -> list[Archive]``: every file it can name under any
       options (how a downloaded file is looked up by name).
     * ``size``: order-of-magnitude size as built, for job sizing (a guess where it depends on choices).
+    * ``in_place``: ``(kind, archives, folder) -> archives``: where an upstream loader's extracted files stand in
+      for the archives (``source: {path: <folder>}``, read in place); None: the kind takes no ``source.path``.
     """
 
     builder: str | None
@@ -112,6 +114,7 @@ class Kind:
     archives: str | None
     size: SizeHint
     variants: str | None = None
+    in_place: str | None = None
 
 
 _REAL = "splicer.data.real"
@@ -131,6 +134,7 @@ KINDS: dict[str, Kind] = {
         ("pretrain", "pretrain_cifar_only", "rNONE", "rMNIST", "rCIFAR", "mnist_only", "cifar_only"),
         f"{_SRC}:MNIST_CIFAR",
         SizeHint(10_000, 64, 32, 3, eval_images=5 * 12_000),
+        in_place=f"{_SRC}:mnist_cifar_in_place",  # torchvision's MNIST/raw + cifar-10-batches-py
     ),
     "orion_crc": Kind(  # cell crops of the chosen slides
         f"{_REAL}.orion:build_orion_crc",
@@ -146,6 +150,7 @@ KINDS: dict[str, Kind] = {
         ("bands13", "rgb"),
         f"{_SRC}:EUROSAT",
         SizeHint(27_000, 64, 64, 13, 2, eval_images=2 * 27_000),
+        in_place=f"{_SRC}:eurosat_in_place",  # torchgeo's ds/ tree (or its kept zip) and split lists
     ),
     "mmearth": Kind(  # EuroSAT band order (B10 = 0 on L2A tiles)
         f"{_REAL}.sentinel2:build_mmearth",
@@ -153,6 +158,7 @@ KINDS: dict[str, Kind] = {
         ("pretrain",),
         f"{_SRC}:MMEARTH",
         SizeHint(100_000, 64, 64, 13, 2),
+        in_place=f"{_SRC}:mmearth_in_place",  # data_100k_v001/
     ),
     "nct_crc": Kind(  # NCT-CRC-HE-100K + CRC-VAL-HE-7K
         f"{_REAL}.histology:build_nct_crc",
@@ -167,6 +173,7 @@ KINDS: dict[str, Kind] = {
         ("camelyon",),
         f"{_SRC}:CAMELYON17",
         SizeHint(0, 96, 96, 3, eval_images=455_954),
+        in_place=f"{_SRC}:camelyon17_in_place",  # WILDS' extracted camelyon17_v1.0/
     ),
     "chestmnist": Kind(
         f"{_REAL}.medmnist:build_chestmnist",
@@ -175,6 +182,7 @@ KINDS: dict[str, Kind] = {
         f"{_SRC}:medmnist_archives",
         SizeHint(112_120, 28, 28, 1, eval_images=112_120),
         f"{_SRC}:medmnist_variants",
+        f"{_SRC}:medmnist_in_place",  # medmnist's root (~/.medmnist)
     ),
     "pneumoniamnist": Kind(
         f"{_REAL}.medmnist:build_pneumoniamnist",
@@ -183,6 +191,7 @@ KINDS: dict[str, Kind] = {
         f"{_SRC}:medmnist_archives",
         SizeHint(0, 28, 28, 1, eval_images=5_856),
         f"{_SRC}:medmnist_variants",
+        f"{_SRC}:medmnist_in_place",
     ),
 }
 """Dataset kinds: ``demo`` (generated, :mod:`splicer.data.demo`), ``folder`` (your images, read in place) and the

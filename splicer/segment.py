@@ -68,10 +68,12 @@ __all__ = [
     "SEGMENTERS",
     "SEGMENTER_NAMES",
     "SegmentSpec",
+    "check_segment_jobs",
     "mask_relevant",
     "parse_spec",
     "segment_dataset",
     "segment_manifest",
+    "unavailable",
 ]
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,59 @@ def weights_inputs(spec: Mapping[str, Any]) -> list[str]:
     job); a missing one is reported by the job itself, with what to do."""
     weights = spec.get("weights")
     return [weights] if weights and os.path.isfile(weights) else []
+
+
+def unavailable(spec: Mapping[str, Any]) -> str | None:
+    """Why a ``segment`` section's pretrained segmenter cannot run in this environment, with what to install or
+    where to put the weights file; None when it can (weights file present, TIAToolbox importable for HoVer-Net),
+    when a ``fallback`` is set, or for a weight-free segmenter. Cheap: nothing is imported or loaded."""
+    import importlib.util
+
+    s = parse_spec(spec)
+    if s.segmenter not in PRETRAINED or s.fallback is not None:
+        return None
+    weights = Path(s.weights) if s.weights else None
+    program = weights is not None and weights.suffix in (".pt2", ".pt", ".ts", ".jit")
+    if weights is not None and weights.is_file():
+        if s.segmenter == "hybridgnet" or program or importlib.util.find_spec("tiatoolbox") is not None:
+            return None
+    elif s.segmenter == "hovernet" and weights is None and importlib.util.find_spec("tiatoolbox") is not None:
+        return None
+    fallback = "classical_nuclei" if s.segmenter == "hovernet" else "classical_lungs"
+    if s.segmenter == "hovernet":
+        need = (
+            f"its weights file {weights.absolute()} does not exist"
+            if weights is not None and not weights.is_file()
+            else "TIAToolbox is not importable here"
+        )
+        todo = (
+            "install TIAToolbox where the segment jobs run (`pip install tiatoolbox`; 2.1.3 pins torch<2.13 and "
+            "numpy<2.4.4, so it needs its own environment), or export HoVer-Net once in such an environment to a "
+            "torch.export file (recipe in splicer/pretrained_segmenters.py) and set segment.weights to it (e.g. "
+            "resources/weights/hovernet.pt2)"
+        )
+    else:
+        need = f"its weights file {weights.absolute()} does not exist" if weights is not None else "no weights are set"
+        todo = (
+            "export ngaggion/HybridGNet's trained model to a torch.export or TorchScript file (recipe in "
+            "splicer/pretrained_segmenters.py) and put it at segment.weights"
+        )
+    todo = todo[0].upper() + todo[1:]
+    return f"segmenter {s.segmenter!r} cannot run: {need}. {todo}; or set segment.fallback: {fallback}"
+
+
+def check_segment_jobs(config: Mapping[str, Any], workflow: Any) -> None:
+    """Snakemake ``onstart`` hook (after the DAG is built, before any job; not in a dry run): a RuntimeError naming
+    every entry whose segment job this run will execute but whose pretrained segmenter cannot run here
+    (:func:`unavailable`), so a user learns it before the datasets are built, not after."""
+    from splicer.pipeline.checks import segment_job_problems
+
+    try:
+        data = {job.wildcards["data"] for job in workflow.dag.needrun_jobs() if job.rule.name == "segment"}
+    except (AttributeError, KeyError, TypeError):  # another Snakemake's DAG API: check every entry
+        data = None
+    if problems := segment_job_problems(config, data):
+        raise RuntimeError("segment jobs of this run cannot run here:\n" + "\n".join(problems.values()))
 
 
 def mask_relevant(spec: Mapping[str, Any]) -> dict[str, Any]:

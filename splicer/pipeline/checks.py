@@ -7,7 +7,8 @@ accepted. Names (methods, losses, dataset kinds, figures) come from :mod:`splice
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from splicer.pipeline.archives import archive_of, archive_options, archive_targets
@@ -16,7 +17,7 @@ from splicer.pipeline.grid import Run, run_config
 from splicer.pipeline.paths import split_ref
 from splicer.registry import FIGURES, KINDS, LOSSES, METHODS
 
-__all__ = ["check_config", "dataset_names"]
+__all__ = ["check_config", "dataset_names", "segment_job_problems"]
 
 
 def _fail(where: str, message: str) -> ValueError:
@@ -175,3 +176,17 @@ def check_config(config: Mapping) -> None:
         _check_experiment(config, ename)
     for name, spec in config.get("figures", {}).items():
         _check_figure(config, name, spec)
+    if problems := segment_job_problems(config):  # a warning here (a dry run still lists the DAG); the segment
+        # rule's onstart hook stops a real run before any job when a segment job of these entries is to run
+        warnings.warn("\n".join(problems.values()), stacklevel=2)
+
+
+def segment_job_problems(config: Mapping, data: Iterable[str] | None = None) -> dict[str, str]:
+    """``{entry: message}`` for each ``datasets`` entry (of ``data``; default all) whose pretrained segmenter cannot
+    run here (TIAToolbox not importable and no weights file, or the weights file missing) and that sets no
+    ``fallback``; the message says what to install or where to put the file."""
+    from splicer.segment import unavailable
+
+    names = config["datasets"] if data is None else data
+    found = {d: unavailable(config["datasets"][d]["segment"]) for d in names if "segment" in config["datasets"][d]}
+    return {d: f"config datasets.{d}.segment: {msg}" for d, msg in found.items() if msg}
