@@ -114,6 +114,7 @@ OPTION_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "hybridgnet": {
         "loader": None,
+        "source": None,  # a checkout of ngaggion/HybridGNet: builds the model a state-dict weights file loads into
         "input_size": 1024,
         "landmarks": {"right_lung": 44, "left_lung": 50, "heart": 26},
         "masks": ["lungs"],
@@ -153,8 +154,9 @@ def unavailable(spec: Mapping[str, Any]) -> str | None:
         return None
     weights = Path(s.weights) if s.weights else None
     program = weights is not None and weights.suffix in (".pt2", ".pt", ".ts", ".jit")
+    builds = s.segmenter == "hybridgnet" and (s.options.get("loader") or s.options.get("source"))
     if weights is not None and weights.is_file():
-        if s.segmenter == "hybridgnet" or program or importlib.util.find_spec("tiatoolbox") is not None:
+        if program or builds or (s.segmenter == "hovernet" and importlib.util.find_spec("tiatoolbox") is not None):
             return None
     elif s.segmenter == "hovernet" and weights is None and importlib.util.find_spec("tiatoolbox") is not None:
         return None
@@ -264,6 +266,8 @@ def _check_options(name: str, o: Mapping[str, Any]) -> None:
         return
     if o["loader"] is not None and (not isinstance(o["loader"], str) or ":" not in o["loader"]):
         raise fail("loader", "'package.module:function'")
+    if o["source"] is not None and not isinstance(o["source"], str):
+        raise fail("source", "the path of a checkout of ngaggion/HybridGNet")
     lm = o["landmarks"]
     if (
         not isinstance(lm, Mapping)
@@ -336,7 +340,12 @@ def _hybridgnet_runner(spec: SegmentSpec, model: Any) -> _Runner:
     o = spec.options
     if model is None:
         model = load_landmark_model(
-            spec.weights, loader=o["loader"], device=o["device"], input_size=o["input_size"], coords=o["coords"]
+            spec.weights,
+            loader=o["loader"],
+            source=o["source"],
+            device=o["device"],
+            input_size=o["input_size"],
+            coords=o["coords"],
         )
     names = list(o["masks"])
 
