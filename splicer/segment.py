@@ -153,8 +153,12 @@ def unavailable(spec: Mapping[str, Any]) -> str | None:
     if s.segmenter not in PRETRAINED or s.fallback is not None:
         return None
     weights = Path(s.weights) if s.weights else None
-    program = weights is not None and weights.suffix in (".pt2", ".pt", ".ts", ".jit")
-    builds = s.segmenter == "hybridgnet" and (s.options.get("loader") or s.options.get("source"))
+    # a self-contained network file (HybridGNet cannot be exported: its state dict needs source or loader)
+    suffixes = (".pt2", ".ts", ".jit", ".pt") if s.segmenter == "hovernet" else (".pt2", ".ts", ".jit")
+    program = weights is not None and weights.suffix in suffixes
+    source = s.options.get("source")
+    checkout = bool(source) and (Path(source) / "models" / "HybridGNet_2_IGSC.py").is_file()
+    builds = s.segmenter == "hybridgnet" and (bool(s.options.get("loader")) or checkout)
     if weights is not None and weights.is_file():
         if program or builds or (s.segmenter == "hovernet" and importlib.util.find_spec("tiatoolbox") is not None):
             return None
@@ -174,10 +178,19 @@ def unavailable(spec: Mapping[str, Any]) -> str | None:
             "resources/weights/hovernet.pt2)"
         )
     else:
-        need = f"its weights file {weights.absolute()} does not exist" if weights is not None else "no weights are set"
+        if weights is None:
+            need = "no weights are set"
+        elif not weights.is_file():
+            need = f"its weights file {weights.absolute()} does not exist"
+        else:
+            need = (
+                f"{weights} is a state dict, but neither segment.options.loader nor a HybridGNet checkout at "
+                f"segment.options.source ({Path(source).absolute() if source else 'unset'}) builds the model"
+            )
         todo = (
-            "export ngaggion/HybridGNet's trained model to a torch.export or TorchScript file (recipe in "
-            "splicer/pretrained_segmenters.py) and put it at segment.weights"
+            "put HybridGNet's trained state dict (bestMSE.pt of the HybridGNet release) at segment.weights and a "
+            "checkout of github.com/ngaggion/HybridGNet at segment.options.source (its model code builds the "
+            "network; it needs torch_geometric < 2.5), see splicer/pretrained_segmenters.py"
         )
     todo = todo[0].upper() + todo[1:]
     return f"segmenter {s.segmenter!r} cannot run: {need}. {todo}; or set segment.fallback: {fallback}"

@@ -47,14 +47,16 @@ def test_segment_jobs_that_cannot_run_are_named_with_what_to_do(no_tiatoolbox, t
     assert set(problems) == {"nct_crc", "chestmnist"}
     assert "TIAToolbox" in problems["nct_crc"] and "pip install tiatoolbox" in problems["nct_crc"]
     assert "fallback: classical_nuclei" in problems["nct_crc"]
-    assert str(tmp_path / "resources/weights/hybridgnet.pt2") in problems["chestmnist"]
+    assert str(tmp_path / "resources/weights/hybridgnet_bestMSE.pt") in problems["chestmnist"]
     assert "fallback: classical_lungs" in problems["chestmnist"]
     with pytest.warns(UserWarning, match=r"datasets\.nct_crc\.segment"):  # the dry run still lists the DAG
         check_config(config)
     # a fallback, the weights file in place, or TIAToolbox importable: nothing to report
     config["datasets"]["nct_crc"]["segment"]["fallback"] = "classical_nuclei"
     (tmp_path / "resources/weights").mkdir(parents=True)
-    (tmp_path / "resources/weights/hybridgnet.pt2").write_bytes(b"x")
+    (tmp_path / "resources/weights/hybridgnet_bestMSE.pt").write_bytes(b"x")
+    (tmp_path / "resources/HybridGNet/models").mkdir(parents=True)
+    (tmp_path / "resources/HybridGNet/models/HybridGNet_2_IGSC.py").write_text("")
     assert segment_job_problems(config) == {}
     del config["datasets"]["nct_crc"]["segment"]["fallback"]
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "tiatoolbox" else None)
@@ -80,3 +82,18 @@ def test_a_run_stops_before_any_job_when_its_segment_jobs_cannot_run(tmp_path: P
     assert run.returncode != 0
     assert "datasets.histology.segment" in out and "fallback: classical_nuclei" in out
     assert not (tmp_path / "results").exists() or not any(os.scandir(tmp_path / "results"))  # no job ran
+
+
+def test_hybridgnet_state_dict_needs_its_source_checkout(tmp_path, monkeypatch) -> None:
+    config = load("paper.yaml")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "resources/weights").mkdir(parents=True)
+    (tmp_path / "resources/weights/hybridgnet_bestMSE.pt").write_bytes(b"x")
+    del config["datasets"]["chestmnist"]["segment"]["options"]
+    problem = segment_job_problems(config, ["chestmnist"])["chestmnist"]
+    assert "is a state dict" in problem and "segment.options.source" in problem
+    config["datasets"]["chestmnist"]["segment"]["options"] = {"source": "resources/HybridGNet"}
+    assert str(tmp_path / "resources/HybridGNet") in segment_job_problems(config, ["chestmnist"])["chestmnist"]
+    (tmp_path / "resources/HybridGNet/models").mkdir(parents=True)
+    (tmp_path / "resources/HybridGNet/models/HybridGNet_2_IGSC.py").write_text("")
+    assert segment_job_problems(config, ["chestmnist"]) == {}
