@@ -16,6 +16,11 @@ Defaults follow the SimCLR / solo-learn CIFAR recipe (RandomResizedCrop scale (0
 
 * crop boxes are continuous (sub-pixel offsets and sizes, no rounding to integer pixels) and resampling has no
   antialiasing (only matters when ``out_size`` is smaller than the crop);
+* ``crop_ratio_mode: relative`` (not in torchvision) reads ``crop_ratio`` relative to the image's own aspect:
+  the crop's width/height is drawn from ``(W/H) * crop_ratio``, so a crop of a 64x32 (H x W) MNIST-CIFAR image
+  can span both halves at full height, as a 3/4-4/3 crop of a square image spans it. The default,
+  ``absolute``, is torchvision's: the crop's width/height itself lies in ``crop_ratio``, which on a 64x32 image
+  caps a crop at ~43 of the 64 rows;
 * the jitter sub-operations run in a fixed order (brightness, contrast, saturation, hue) instead of a random
   permutation per call;
 * for C != 3 (single-channel, multiplex, hyperspectral) brightness and contrast factors are drawn per sample
@@ -37,7 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["AugmentConfig", "BatchAugment"]
+__all__ = ["CROP_RATIO_MODES", "AugmentConfig", "BatchAugment"]
+
+CROP_RATIO_MODES = ("absolute", "relative")
+"""How ``crop_ratio`` is read: as the crop's width/height, or relative to the image's own width/height."""
 
 _N_CROP_TRIES = 10  # torchvision RandomResizedCrop.get_params makes 10 attempts before falling back
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision.rgb_to_grayscale
@@ -50,10 +58,13 @@ class AugmentConfig:
     """Augmentation hyper-parameters (defaults: SimCLR / solo-learn CIFAR-style).
 
     ``out_size`` (None = same as the input, an int for a square output, or (H, W)) sets the crop output size.
+    ``crop_ratio_mode``: ``"absolute"`` (torchvision: the crop's width/height lies in ``crop_ratio``) or
+    ``"relative"`` (it lies in ``(W/H) * crop_ratio``, relative to the image's own aspect).
     """
 
     crop_scale: tuple[float, float] = (0.2, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    crop_ratio_mode: str = "absolute"
     p_hflip: float = 0.5
     p_vflip: float = 0.0
     p_rot90: float = 0.0
@@ -77,6 +88,10 @@ class AugmentConfig:
         lo, hi = self.crop_ratio
         if not 0.0 < lo <= hi or not math.isfinite(hi):
             raise ValueError(f"AugmentConfig.crop_ratio must satisfy 0 < min <= max < inf, got {self.crop_ratio}")
+        if self.crop_ratio_mode not in CROP_RATIO_MODES:
+            raise ValueError(
+                f"AugmentConfig.crop_ratio_mode must be one of {list(CROP_RATIO_MODES)}, got {self.crop_ratio_mode!r}"
+            )
         for name in _PROB_FIELDS:
             value = _number(name, getattr(self, name))
             if not 0.0 <= value <= 1.0:
@@ -164,7 +179,7 @@ class BatchAugment:
 
         out = work
         if not self._geometry_is_identity(h, w, out_h, out_w):
-            boxes = _crop_boxes(u_scale, u_ratio, u_off, h, w, cfg.crop_scale, cfg.crop_ratio)
+            boxes = _crop_boxes(u_scale, u_ratio, u_off, h, w, cfg.crop_scale, self._aspect_range(h, w))
             k = torch.floor(u_rotk[:, 0] * 4) if out_h == out_w else 2 * torch.floor(u_rotk[:, 0] * 2)
             k = torch.where(u_rot[:, 0] < cfg.p_rot90, k, torch.zeros_like(k))
             theta = _affine_theta(boxes, h, w, u_hf[:, 0] < cfg.p_hflip, u_vf[:, 0] < cfg.p_vflip, k)
@@ -185,14 +200,20 @@ class BatchAugment:
             out = torch.where(flip, 1.0 - out, out)
         return out.clamp(0.0, 1.0).to(x.dtype)
 
+    def _aspect_range(self, h: int, w: int) -> tuple[float, float]:
+        """The range of crop width/height for an (h, w) image: ``crop_ratio``, times w/h when relative."""
+        lo, hi = self.cfg.crop_ratio
+        return (lo, hi) if self.cfg.crop_ratio_mode == "absolute" else (lo * w / h, hi * w / h)
+
     def _geometry_is_identity(self, h: int, w: int, out_h: int, out_w: int) -> bool:
         """True when crop/flip/rotation cannot change the image (skip resampling: exact identity)."""
         cfg = self.cfg
+        lo, hi = self._aspect_range(h, w)
         return (
             (out_h, out_w) == (h, w)
             and cfg.p_hflip == cfg.p_vflip == cfg.p_rot90 == 0.0
             and cfg.crop_scale == (1.0, 1.0)
-            and cfg.crop_ratio[0] <= w / h <= cfg.crop_ratio[1]
+            and lo <= w / h <= hi
         )
 
 

@@ -21,12 +21,15 @@ NCHW float images in 0..255 and returns a dict of head outputs ``np`` (nucleus p
 over whole images: reflect-pads by the margin ``(256 - 164) / 2``, cuts 256-px patches on a 164-px grid, batches
 them, stitches the centres back, and thresholds the nucleus probability ``softmax(np)[1] >= 0.5``, then drops
 4-connected objects under 10 px -- exactly the foreground ``blb`` of HoVer-Net's post-processing
-(``HoVerNet.__proc_np_hv``), whose marker-controlled watershed only *splits* that foreground into instances. So the
-union of HoVer-Net's instances (``inst_map > 0`` of the ``NucleusInstanceSegmentor`` ``.dat`` output, or the
-filled ``contour`` polygons of its nuclei dict) is this mask, computed without the engine's WSI machinery, OpenCV
-post-processing or temporary files, and without depending on the engine's API, which changed between TIAToolbox
-1.x (``NucleusInstanceSegmentor(pretrained_model=...).predict(imgs, mode="tile", on_gpu=...)``) and 2.x
-(``MultiTaskSegmentor``). A user wrapper around the engine can still be passed as a :class:`NucleusModel`
+(``HoVerNet._proc_np_hv``), whose marker-controlled watershed splits that foreground into instances. Every
+HoVer-Net instance (``inst_map > 0``) lies inside this mask; a blob in which the watershed finds no marker is left
+out of ``inst_map`` but kept here. It is computed without the engine's WSI machinery, OpenCV post-processing or
+temporary files, and without depending on the engine's API, which changed between TIAToolbox 1.x
+(``NucleusInstanceSegmentor(pretrained_model=...).predict(imgs, mode="tile", on_gpu=...)``) and 2.x
+(``MultiTaskSegmentor``). Checked against TIAToolbox 2.1.3's own ``HoVerNet`` (random weights;
+``tests/test_segmenters_upstream.py``): its IO config, ``infer_batch``'s nucleus probabilities (equal to the
+stitched ones), ``_proc_np_hv``'s foreground (equal to the mask) and instances (inside it), and the
+``torch.export`` recipe below. A user wrapper around the engine can still be passed as a :class:`NucleusModel`
 returning its ``inst_map``. NCT-CRC-HE tiles are 0.5 um/px: :mod:`splicer.segment` resamples them x2 before the
 model and brings the mask back.
 
@@ -59,16 +62,22 @@ right lung, the next 50 the left lung and the last 26 the heart (the repository'
 (:func:`fill_polygon`, a scanline version of ``skimage.draw.polygon``) at 1024 px and resizes the masks back (area
 average >= 0.5) before removing the padding.
 
-Weights (:func:`load_landmark_model`): a ``torch.export`` program (``.pt2``, dynamic batch dimension) or a
-TorchScript file, or a state dict together with ``loader:
-"package.module:function"``, a function returning the (untrained) ``torch.nn.Module`` into which the state dict is
-loaded (for the published ``Weights/SegmentationModel/bestMSE.pt``: build ``Hybrid(config, D_t, U_t, A_t)`` as the
-repository's inference script does). A TorchScript export, in the HybridGNet repository after loading
-``bestMSE.pt``::
+Weights (:func:`load_landmark_model`): HybridGNet's trained state dict (``bestMSE.pt`` of the HybridGNet release)
+with ``source:`` a checkout of github.com/ngaggion/HybridGNet, whose model code builds the network as the
+repository's trainer does (:func:`hybridgnet_from_source`: ``models/HybridGNet_2_IGSC.py``'s ``Hybrid``, lungs
+and heart, pooling, 32 filters, K = 6, 3 x 3 skip windows, 64 latents, 1024 px); or a state dict with ``loader:
+"package.module:function"`` returning the (untrained) ``torch.nn.Module`` to load it into; or a ``torch.export``
+program (``.pt2``) / TorchScript file of another landmark network.
 
-    torch.jit.trace(hybrid.eval(), torch.rand(1, 1, 1024, 1024), strict=False).save("hybridgnet.pt")
-
-If tracing fails on the graph layers' sparse matrices, use the state-dict loader instead.
+Run against the real architecture (random weights; ``tests/test_segmenters_upstream.py``): HybridGNet cannot be
+exported -- ``torch.jit.trace`` fails ("Unsupported value kind: Tensor", the graph layers' sparse matrices) and
+so does ``torch.export`` -- hence the state-dict routes. Its code needs ``torch_geometric`` < 2.5 (tested with
+2.3.1; from 2.5 on, the ``ChebConv`` subclass fails in ``propagate``), its sparse pooling refuses
+``torch.inference_mode`` (inference runs under ``no_grad``), and its BatchNorm layers keep no running statistics,
+so images are run one at a time as in the published inference (in a batch each image's landmarks would depend on
+the others'). The repository's ``models/HybridGNet_2_IGSC.py`` at 6e92b3b has a stray ``c`` after
+``residualBlock(self.size[1], self.size[2])`` (a SyntaxError); :func:`hybridgnet_from_source` loads it without
+that character.
 """
 
 from __future__ import annotations
@@ -99,6 +108,7 @@ __all__ = [
     "binarise",
     "file_sha256",
     "fill_polygon",
+    "hybridgnet_from_source",
     "landmark_masks",
     "load_hovernet",
     "load_landmark_model",
@@ -456,32 +466,89 @@ class TorchLandmarkModel:
     def describe(self) -> dict[str, Any]:
         return {**self.identity, "input_size": self.input_size, "coords": self.coords}
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: HybridGNet's graph pooling transposes sparse tensors, refused there
     def predict(self, batch: np.ndarray) -> np.ndarray:
+        """One image at a time, as HybridGNet's published inference: its BatchNorm layers keep no running
+        statistics (``track_running_stats=False``), so in a batch each image's landmarks would depend on the
+        others'; and a traced export fixes the batch size it was traced with."""
         x = torch.from_numpy(np.asarray(batch, dtype=np.float32))[:, None].to(self.device)
-        out = self.net(x)
-        if isinstance(out, list | tuple):
-            out = out[0]
-        return out.float().reshape(x.shape[0], -1, 2).cpu().numpy()
+        outs = []
+        for i in range(x.shape[0]):
+            out = self.net(x[i : i + 1])
+            if isinstance(out, list | tuple):
+                out = out[0]
+            outs.append(out.float().reshape(1, -1, 2).cpu())
+        return torch.cat(outs).numpy() if outs else np.zeros((0, 0, 2), np.float32)
+
+
+HYBRIDGNET_TYPO = ("residualBlock(self.size[1], self.size[2])c", "residualBlock(self.size[1], self.size[2])")
+
+
+def hybridgnet_from_source(source: str | Path) -> torch.nn.Module:
+    """HybridGNet (untrained) built from a checkout of ngaggion/HybridGNet as its ``trainerHybrid.py`` builds the
+    published model: ``models/HybridGNet_2_IGSC.py``'s ``Hybrid`` with ``utils/utils.py``'s ``genMatrixesLH``."""
+    import importlib.util
+    import sys
+
+    import scipy.sparse as sp
+
+    root = Path(source)
+    code = root / "models" / "HybridGNet_2_IGSC.py"
+    if not code.is_file() or not (root / "utils" / "utils.py").is_file():
+        raise SegmenterUnavailable(
+            f"segment.options.source {root.absolute()} is not a checkout of github.com/ngaggion/HybridGNet "
+            "(no models/HybridGNet_2_IGSC.py and utils/utils.py)"
+        )
+    try:
+        import torch_geometric
+    except ImportError as err:
+        raise SegmenterUnavailable(f"HybridGNet's model code needs torch_geometric (< 2.5): {err}") from err
+    if tuple(int(v) for v in torch_geometric.__version__.split(".")[:2]) >= (2, 5):
+        raise SegmenterUnavailable(
+            f"HybridGNet's ChebConv subclass fails with torch_geometric {torch_geometric.__version__}; install "
+            "torch_geometric < 2.5 (tested: 2.3.1) where the segment jobs run"
+        )
+    sys.path.insert(0, str(root))
+    try:
+        importlib.import_module("models.chebConv")
+        spec = importlib.util.spec_from_loader("models.HybridGNet_2_IGSC", loader=None)
+        module = importlib.util.module_from_spec(spec)
+        module.__package__ = "models"
+        exec(compile(code.read_text().replace(*HYBRIDGNET_TYPO), str(code), "exec"), module.__dict__)
+        utils = importlib.import_module("utils.utils")
+    finally:
+        sys.path.remove(str(root))
+    a, ad, d, u = (sp.csc_matrix(m).tocoo() for m in utils.genMatrixesLH())
+    config = {
+        "inputsize": HYBRIDGNET_SIZE,
+        "latents": 64,
+        "n_nodes": [a.shape[0]] * 3 + [ad.shape[0]] * 3,
+        "filters": [2, 32, 32, 32, 16, 16, 16],
+        "K": 6,
+        "window": (3, 3),
+    }
+    adjacency = [utils.scipy_to_torch_sparse(m) for m in (a, a, a, ad, ad, ad)]
+    down, up = [utils.scipy_to_torch_sparse(d)], [utils.scipy_to_torch_sparse(u)]
+    return module.Hybrid(config, down, up, adjacency)
 
 
 def load_landmark_model(
     weights: str | Path | None,
     *,
     loader: str | None = None,
+    source: str | Path | None = None,
     device: str = "auto",
     input_size: int = HYBRIDGNET_SIZE,
     coords: str = "normalized",
 ) -> TorchLandmarkModel:
-    """HybridGNet (or any landmark network) from a torch.export / TorchScript file, or a state dict + ``loader``."""
+    """HybridGNet (or any landmark network) from a state dict + ``source`` (a HybridGNet checkout) or ``loader``,
+    or from a torch.export / TorchScript file (see the module docstring)."""
     if weights is None:
         raise SegmenterUnavailable(
-            "segmenter 'hybridgnet' needs weights: set segment.weights to a torch.export (.pt2) or TorchScript export "
-            "of HybridGNet, or to "
-            "its state dict (Weights/SegmentationModel/bestMSE.pt of github.com/ngaggion/HybridGNet) together with "
-            "segment.options.loader: 'package.module:function' returning the model (recipes in "
-            "splicer/pretrained_segmenters.py); or set segment.fallback: classical_lungs to run the classical "
-            "segmenter instead (recorded in segmentation.json)"
+            "segmenter 'hybridgnet' needs weights: set segment.weights to HybridGNet's trained state dict "
+            "(bestMSE.pt of github.com/ngaggion/HybridGNet's release) and segment.options.source to a checkout of "
+            "that repository (or segment.options.loader: 'package.module:function' returning the model); or set "
+            "segment.fallback: classical_lungs to run the classical segmenter instead (recorded in segmentation.json)"
         )
     path = Path(weights)
     if not path.is_file():
@@ -492,24 +559,25 @@ def load_landmark_model(
         return TorchLandmarkModel(
             program[0], input_size=input_size, coords=coords, device=device, identity={"source": program[1], **ident}
         )
-    if loader is None:
+    if loader is None and source is None:
         raise SegmenterUnavailable(
-            f"segmenter 'hybridgnet': {path} is not a TorchScript / torch.export (.pt2) file; for a state dict set "
-            "segment.options.loader to 'package.module:function' returning the (untrained) model to load it into"
+            f"segmenter 'hybridgnet': {path} is a state dict (not a TorchScript / torch.export file): set "
+            "segment.options.source to a checkout of github.com/ngaggion/HybridGNet, or segment.options.loader to "
+            "'package.module:function' returning the (untrained) model to load it into"
         )
-    build = _import_object(loader, "segment.options.loader")
-    net = build()
+    net = _import_object(loader, "segment.options.loader")() if loader else hybridgnet_from_source(source)
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
     net.load_state_dict(state)
+    built = {"loader": loader} if loader else {"code": "ngaggion/HybridGNet models/HybridGNet_2_IGSC.py"}
     return TorchLandmarkModel(
         net,
         input_size=input_size,
         coords=coords,
         device=device,
-        identity={"source": "state_dict", "loader": loader, **ident},
+        identity={"source": "state_dict", **built, **ident},
     )
 
 

@@ -119,6 +119,8 @@ class Kind:
     * ``size``: order-of-magnitude size as built, for job sizing (a guess where it depends on choices).
     * ``layout``: ``layout(spec) -> {dataset: Layout}`` for a ``datasets`` entry ``spec`` (kind, family, params,
       source), declared without building; ``None``: nothing is known before the build.
+    * ``in_place``: ``(kind, archives, folder) -> archives``: where an upstream loader's extracted files stand in
+      for the archives (``source: {path: <folder>}``, read in place); None: the kind takes no ``source.path``.
     """
 
     builder: str | None
@@ -128,6 +130,7 @@ class Kind:
     size: SizeHint
     variants: str | None = None
     layout: str | None = None
+    in_place: str | None = None
 
 
 _REAL = "splicer.data.real"
@@ -151,6 +154,7 @@ KINDS: dict[str, Kind] = {
         f"{_SRC}:MNIST_CIFAR",
         SizeHint(10_000, 64, 32, 3, eval_images=5 * 12_000),
         layout=f"{_REAL}.layouts:mnist_cifar",
+        in_place=f"{_SRC}:mnist_cifar_in_place",  # torchvision's MNIST/raw + cifar-10-batches-py
     ),
     "orion_crc": Kind(  # cell crops of the chosen slides
         f"{_REAL}.orion:build_orion_crc",
@@ -168,6 +172,7 @@ KINDS: dict[str, Kind] = {
         f"{_SRC}:EUROSAT",
         SizeHint(27_000, 64, 64, 13, 2, eval_images=2 * 27_000),
         layout=f"{_REAL}.layouts:eurosat",
+        in_place=f"{_SRC}:eurosat_in_place",  # torchgeo's ds/ tree (or its kept zip) and split lists
     ),
     "mmearth": Kind(  # EuroSAT band order (B10 = 0 on L2A tiles)
         f"{_REAL}.sentinel2:build_mmearth",
@@ -176,6 +181,7 @@ KINDS: dict[str, Kind] = {
         f"{_SRC}:MMEARTH",
         SizeHint(100_000, 64, 64, 13, 2),
         layout=f"{_REAL}.layouts:mmearth",
+        in_place=f"{_SRC}:mmearth_in_place",  # data_100k_v001/
     ),
     "nct_crc": Kind(  # NCT-CRC-HE-100K + CRC-VAL-HE-7K
         f"{_REAL}.histology:build_nct_crc",
@@ -192,6 +198,7 @@ KINDS: dict[str, Kind] = {
         f"{_SRC}:CAMELYON17",
         SizeHint(0, 96, 96, 3, eval_images=455_954),
         layout=f"{_REAL}.layouts:camelyon17",
+        in_place=f"{_SRC}:camelyon17_in_place",  # WILDS' extracted camelyon17_v1.0/
     ),
     "chestmnist": Kind(
         f"{_REAL}.medmnist:build_chestmnist",
@@ -201,6 +208,7 @@ KINDS: dict[str, Kind] = {
         SizeHint(112_120, 28, 28, 1, eval_images=112_120),
         f"{_SRC}:medmnist_variants",
         layout=f"{_REAL}.layouts:chestmnist",
+        in_place=f"{_SRC}:medmnist_in_place",  # medmnist's root (~/.medmnist)
     ),
     "pneumoniamnist": Kind(
         f"{_REAL}.medmnist:build_pneumoniamnist",
@@ -210,6 +218,7 @@ KINDS: dict[str, Kind] = {
         SizeHint(0, 28, 28, 1, eval_images=5_856),
         f"{_SRC}:medmnist_variants",
         layout=f"{_REAL}.layouts:pneumoniamnist",
+        in_place=f"{_SRC}:medmnist_in_place",
     ),
 }
 """Dataset kinds: ``demo`` (generated, :mod:`splicer.data.demo`), ``folder`` (your images, read in place) and the

@@ -68,10 +68,12 @@ __all__ = [
     "SEGMENTERS",
     "SEGMENTER_NAMES",
     "SegmentSpec",
+    "check_segment_jobs",
     "mask_relevant",
     "parse_spec",
     "segment_dataset",
     "segment_manifest",
+    "unavailable",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ OPTION_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "hybridgnet": {
         "loader": None,
+        "source": None,  # a checkout of ngaggion/HybridGNet: builds the model a state-dict weights file loads into
         "input_size": 1024,
         "landmarks": {"right_lung": 44, "left_lung": 50, "heart": 26},
         "masks": ["lungs"],
@@ -138,6 +141,73 @@ def weights_inputs(spec: Mapping[str, Any]) -> list[str]:
     job); a missing one is reported by the job itself, with what to do."""
     weights = spec.get("weights")
     return [weights] if weights and os.path.isfile(weights) else []
+
+
+def unavailable(spec: Mapping[str, Any]) -> str | None:
+    """Why a ``segment`` section's pretrained segmenter cannot run in this environment, with what to install or
+    where to put the weights file; None when it can (weights file present, TIAToolbox importable for HoVer-Net),
+    when a ``fallback`` is set, or for a weight-free segmenter. Cheap: nothing is imported or loaded."""
+    import importlib.util
+
+    s = parse_spec(spec)
+    if s.segmenter not in PRETRAINED or s.fallback is not None:
+        return None
+    weights = Path(s.weights) if s.weights else None
+    # a self-contained network file (HybridGNet cannot be exported: its state dict needs source or loader)
+    suffixes = (".pt2", ".ts", ".jit", ".pt") if s.segmenter == "hovernet" else (".pt2", ".ts", ".jit")
+    program = weights is not None and weights.suffix in suffixes
+    source = s.options.get("source")
+    checkout = bool(source) and (Path(source) / "models" / "HybridGNet_2_IGSC.py").is_file()
+    builds = s.segmenter == "hybridgnet" and (bool(s.options.get("loader")) or checkout)
+    if weights is not None and weights.is_file():
+        if program or builds or (s.segmenter == "hovernet" and importlib.util.find_spec("tiatoolbox") is not None):
+            return None
+    elif s.segmenter == "hovernet" and weights is None and importlib.util.find_spec("tiatoolbox") is not None:
+        return None
+    fallback = "classical_nuclei" if s.segmenter == "hovernet" else "classical_lungs"
+    if s.segmenter == "hovernet":
+        need = (
+            f"its weights file {weights.absolute()} does not exist"
+            if weights is not None and not weights.is_file()
+            else "TIAToolbox is not importable here"
+        )
+        todo = (
+            "install TIAToolbox where the segment jobs run (`pip install tiatoolbox`; 2.1.3 pins torch<2.13 and "
+            "numpy<2.4.4, so it needs its own environment), or export HoVer-Net once in such an environment to a "
+            "torch.export file (recipe in splicer/pretrained_segmenters.py) and set segment.weights to it (e.g. "
+            "resources/weights/hovernet.pt2)"
+        )
+    else:
+        if weights is None:
+            need = "no weights are set"
+        elif not weights.is_file():
+            need = f"its weights file {weights.absolute()} does not exist"
+        else:
+            need = (
+                f"{weights} is a state dict, but neither segment.options.loader nor a HybridGNet checkout at "
+                f"segment.options.source ({Path(source).absolute() if source else 'unset'}) builds the model"
+            )
+        todo = (
+            "put HybridGNet's trained state dict (bestMSE.pt of the HybridGNet release) at segment.weights and a "
+            "checkout of github.com/ngaggion/HybridGNet at segment.options.source (its model code builds the "
+            "network; it needs torch_geometric < 2.5), see splicer/pretrained_segmenters.py"
+        )
+    todo = todo[0].upper() + todo[1:]
+    return f"segmenter {s.segmenter!r} cannot run: {need}. {todo}; or set segment.fallback: {fallback}"
+
+
+def check_segment_jobs(config: Mapping[str, Any], workflow: Any) -> None:
+    """Snakemake ``onstart`` hook (after the DAG is built, before any job; not in a dry run): a RuntimeError naming
+    every entry whose segment job this run will execute but whose pretrained segmenter cannot run here
+    (:func:`unavailable`), so a user learns it before the datasets are built, not after."""
+    from splicer.pipeline.checks import segment_job_problems
+
+    try:
+        data = {job.wildcards["data"] for job in workflow.dag.needrun_jobs() if job.rule.name == "segment"}
+    except (AttributeError, KeyError, TypeError):  # another Snakemake's DAG API: check every entry
+        data = None
+    if problems := segment_job_problems(config, data):
+        raise RuntimeError("segment jobs of this run cannot run here:\n" + "\n".join(problems.values()))
 
 
 def mask_relevant(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -209,6 +279,8 @@ def _check_options(name: str, o: Mapping[str, Any]) -> None:
         return
     if o["loader"] is not None and (not isinstance(o["loader"], str) or ":" not in o["loader"]):
         raise fail("loader", "'package.module:function'")
+    if o["source"] is not None and not isinstance(o["source"], str):
+        raise fail("source", "the path of a checkout of ngaggion/HybridGNet")
     lm = o["landmarks"]
     if (
         not isinstance(lm, Mapping)
@@ -281,7 +353,12 @@ def _hybridgnet_runner(spec: SegmentSpec, model: Any) -> _Runner:
     o = spec.options
     if model is None:
         model = load_landmark_model(
-            spec.weights, loader=o["loader"], device=o["device"], input_size=o["input_size"], coords=o["coords"]
+            spec.weights,
+            loader=o["loader"],
+            source=o["source"],
+            device=o["device"],
+            input_size=o["input_size"],
+            coords=o["coords"],
         )
     names = list(o["masks"])
 

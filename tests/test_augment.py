@@ -339,3 +339,65 @@ def test_property_shape_and_range(n, c, h, w, seed, out_size):
     assert torch.isfinite(out).all()
     assert out.min() >= 0 and out.max() <= 1
     assert torch.equal(out, aug(x, gen(seed)))
+
+
+# ---------------------------------------------------------------- crop aspect relative to the image (MNIST-CIFAR)
+
+
+def coordinate_image(n: int, h: int, w: int) -> torch.Tensor:
+    """(n, 2, h, w): channel 0 = normalised row coordinate (pixel centres), channel 1 = column coordinate."""
+    rows = (torch.arange(h, dtype=torch.float64) + 0.5) / h
+    cols = (torch.arange(w, dtype=torch.float64) + 0.5) / w
+    return torch.stack(torch.meshgrid(rows, cols, indexing="ij")).expand(n, 2, h, w).clone()
+
+
+def test_crop_ratio_mode_is_validated_by_name():
+    assert AugmentConfig().crop_ratio_mode == "absolute"  # torchvision's semantics stay the default
+    assert AugmentConfig.from_dict({"crop_ratio_mode": "relative"}).crop_ratio_mode == "relative"
+    with pytest.raises(ValueError, match=r"crop_ratio_mode.*'relativ'"):
+        AugmentConfig.from_dict({"crop_ratio_mode": "relativ"})
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    lo=st.floats(0.05, 1.0),
+    ratio_lo=st.floats(0.3, 1.0),
+    ratio_hi=st.floats(1.0, 3.0),
+    tall=st.sampled_from([(64, 32), (32, 16), (16, 48)]),
+)
+def test_relative_crop_of_a_rectangle_is_the_absolute_crop_of_a_square(seed, lo, ratio_lo, ratio_hi, tall):
+    """Property: in normalised image coordinates, a relative-aspect crop of an H x W image samples exactly where
+    an absolute-aspect crop of a square image samples (same random numbers): the crop distribution no longer
+    depends on the image's shape."""
+    h, w = tall
+    common = dict(crop_scale=(lo, 1.0), crop_ratio=(ratio_lo, ratio_hi), out_size=(8, 8))
+    rect = BatchAugment(only(crop_ratio_mode="relative", **common))(coordinate_image(16, h, w), gen(seed))
+    square = BatchAugment(only(crop_ratio_mode="absolute", **common))(coordinate_image(16, 32, 32), gen(seed))
+    # bilinear sampling of a linear ramp is exact except within half a pixel of the border (border padding)
+    assert torch.allclose(rect, square, atol=0.5 / min(h, w, 32) + 1e-6)
+
+
+def _half_coverage(mode: str, scale: tuple[float, float], n: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of a 64x32 image each view spans, and the share of each half (top, bottom) it keeps."""
+    x = coordinate_image(n, 64, 32)
+    out = BatchAugment(only(crop_ratio_mode=mode, crop_scale=scale))(x, gen(7))
+    top_edge, bottom_edge = out[:, 0].amin(dim=(1, 2)) * 64, out[:, 0].amax(dim=(1, 2)) * 64
+    spans = bottom_edge - top_edge + 1  # pixel centres seen, within a pixel
+    top_half = (torch.clamp(32 - top_edge, 0, 32) / 32).clamp(max=1)
+    bottom_half = (torch.clamp(bottom_edge - 32, 0, 32) / 32).clamp(max=1)
+    return spans, torch.minimum(top_half, bottom_half)
+
+
+@pytest.mark.parametrize("scale", [(0.2, 1.0), (0.6, 1.0)])
+def test_relative_crops_cover_both_halves_of_a_64x32_image(scale):
+    spans_abs, least_abs = _half_coverage("absolute", scale)
+    spans_rel, least_rel = _half_coverage("relative", scale)
+    # torchvision's absolute 3/4-4/3 range: a view never spans more than 32 * 4/3 ~ 43 of the 64 rows
+    assert spans_abs.max() <= 32 * 4 / 3 + 1.5
+    # relative to the image's aspect: full-height views exist, and views keep much more of both halves
+    assert spans_rel.max() >= 63
+    assert spans_rel.mean() > spans_abs.mean() + 8
+    assert (least_rel < 0.25).float().mean() <= 0.15
+    assert (least_rel < 0.25).float().mean() < (least_abs < 0.25).float().mean() + 1e-9
+    assert least_rel.mean() > least_abs.mean() + 0.1

@@ -159,8 +159,21 @@ def test_pretrain_with_inline_config_then_evaluate_in_the_same_process(tmp_path,
 
     out = tmp_path / "run"
     code = main(
-        ["pretrain", "--config-json", _json.dumps(RUN), "--data", str(data), "--out", str(out)]
-        + ["--eval", f"tiny={data}", "--spectrum", "tiny", "--evaluate-out", str(tmp_path / "fused.json")]
+        [
+            "pretrain",
+            "--config-json",
+            _json.dumps(RUN),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--eval",
+            f"tiny={data}",
+            "--spectrum",
+            "tiny",
+            "--evaluate-out",
+            str(tmp_path / "fused.json"),
+        ]
     )
     assert code == 0
     fused = json.loads((tmp_path / "fused.json").read_text())

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
+import json
 import socket
+import tarfile
 import urllib.request
 from pathlib import Path
 
@@ -282,7 +286,9 @@ def test_registry_checksums_where_published() -> None:
     # no checksum is published for these
     for name in ("data_100k_v001.h5", "camelyon17_v1.0_archive.tar.gz", "P37_S29-CRC01.csv", "markers.csv"):
         assert by_name[name].checksums == {}, name
-    assert by_name["camelyon17_v1.0_archive.tar.gz"].size == 10_658_709_504
+    # WILDS' compressed_size is approximate (a progress-bar figure, a multiple of 4096): never verified as a size
+    camelyon = by_name["camelyon17_v1.0_archive.tar.gz"]
+    assert camelyon.size is None and camelyon.approx_size == 10_658_709_504
 
 
 def test_orion_archives_follow_the_release_names() -> None:
@@ -327,3 +333,113 @@ def test_archive_validation() -> None:
     assert sources.find_archive("pneumoniamnist", "pneumoniamnist_128.npz").md5
     with pytest.raises(ValueError):
         sources.find_archive("orion_crc", "P37_S29-CRC01.csv", slides=["CRC02"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# no published checksum: completeness, never an approximate size (issue #12 item 1)
+
+
+def tar_gz(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+WILDS_LIKE = tar_gz({"metadata.csv": b"a,b\n1,2\n", **{f"patches/p{i}.png": bytes(range(256)) * 50 for i in range(20)}})
+CAMELYON = "camelyon17_v1.0_archive.tar.gz"
+
+
+def test_camelyon17_is_accepted_whatever_its_size_differs_from_wilds_approximate_one(
+    server: Server, tmp_path: Path
+) -> None:
+    """The registry's Camelyon17 archive, served whole (its size is of course not WILDS' approximate 10.66 GB):
+    accepted online and offline, and the record says what was verified instead of a size."""
+    server.routes[f"/{CAMELYON}"] = Route(WILDS_LIKE)
+    archive = sources.find_archive("camelyon17", CAMELYON, mirror=server.url("/"))
+    record = tmp_path / "res" / ".verified" / f"{CAMELYON}.json"
+    path = download.fetch_verified(archive, tmp_path / "res", record, **FAST)
+    assert path.read_bytes() == WILDS_LIKE
+    info = json.loads(record.read_text())
+    assert info["path"] == str(path)
+    assert "no published checksum" in info["verified"] and "tar index walked to its end" in info["verified"]
+    assert info["transfer"] == f"{len(WILDS_LIKE)} bytes, as announced by the server"
+    # a copy placed by hand is accepted offline too (an approximate size a few KB off changes nothing)
+    off_by_a_few_kb = dataclasses.replace(archive, approx_size=len(WILDS_LIKE) + 4096)
+    assert fetch(off_by_a_few_kb, tmp_path / "res", offline=True) == path
+
+
+def test_truncated_archive_without_checksum_is_rejected(server: Server, tmp_path: Path) -> None:
+    """A tar.gz cut short -- by a server that announces the short length, so the transfer itself looks complete --
+    is not a complete archive: downloaded twice, rejected, nothing left in place; offline, moved aside."""
+    cut = WILDS_LIKE[: len(WILDS_LIKE) - 700]
+    server.routes["/cut.tar.gz"] = Route(cut)
+    archive = Archive("cut.tar.gz", server.url("/cut.tar.gz"), approx_size=len(cut))
+    with pytest.raises(ChecksumError, match=r"completeness .*downloaded twice"):
+        fetch(archive, tmp_path / "a", **FAST)
+    assert leftovers(tmp_path / "a") == []
+    assert server.ranges("/cut.tar.gz") == [None, None]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "cut.tar.gz").write_bytes(cut)
+    with pytest.raises(ChecksumError, match="moved it aside"):
+        fetch(archive, tmp_path / "b", offline=True)
+    assert leftovers(tmp_path / "b") == ["cut.tar.gz.corrupt"]
+
+
+def test_a_transfer_short_of_its_content_length_is_resumed_not_accepted(server: Server, tmp_path: Path) -> None:
+    server.routes["/w.tar.gz"] = Route(WILDS_LIKE, cut=1)  # announces the full length, sends half, hangs up
+    path = fetch(Archive("w.tar.gz", server.url("/w.tar.gz")), tmp_path, **FAST)
+    assert path.read_bytes() == WILDS_LIKE
+    assert server.ranges("/w.tar.gz")[1] == f"bytes={len(WILDS_LIKE) // 2}-"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MMEarth: flat or in data_100k_v001/, and the offline message says both (issue #12 item 3)
+
+
+def test_mmearth_files_are_found_flat_or_in_their_release_folder(tmp_path: Path, monkeypatch) -> None:
+    import h5py
+    import numpy as np
+
+    monkeypatch.setattr(urllib.request, "urlopen", _no_network)
+    h5, splits = sources.find_archive("mmearth", "data_100k_v001.h5"), "data_100k_v001_splits.json"
+    folder = tmp_path / "mmearth" / "data_100k_v001"
+    folder.mkdir(parents=True)
+    with h5py.File(folder / h5.name, "w") as f:
+        f["sentinel2"] = np.zeros((2, 13, 4, 4), np.uint16)
+    assert fetch(h5, tmp_path / "mmearth", offline=True) == folder / h5.name  # in the release folder, in place
+    (tmp_path / "mmearth" / splits).write_text('{"train": [0]}')  # flat
+    flat = fetch(sources.find_archive("mmearth", splits), tmp_path / "mmearth", offline=True)
+    assert flat == tmp_path / "mmearth" / splits
+    with pytest.raises(MissingArchiveError) as info:
+        fetch(sources.find_archive("mmearth", "data_100k_v001_tile_info.json"), tmp_path / "mmearth", offline=True)
+    message = str(info.value)
+    assert str(tmp_path / "mmearth" / "data_100k_v001_tile_info.json") in message
+    assert str(folder / "data_100k_v001_tile_info.json") in message
+    assert "place all four files" not in message
+    # a truncated HDF5 in the release folder is caught there too
+    data = (folder / h5.name).read_bytes()
+    (folder / h5.name).write_bytes(data[:-100])
+    with pytest.raises(ChecksumError, match="end of file"):
+        fetch(h5, tmp_path / "mmearth", offline=True)
+
+
+def test_source_path_for_mmearth_and_medmnist_and_kinds_without_a_layout(tmp_path: Path) -> None:
+    release = tmp_path / "mmearth" / "data_100k_v001"  # torchgeo's MMEarth(root) reads root/data_100k_v001/
+    release.mkdir(parents=True)
+    (release / "data_100k_v001.h5").write_bytes(b"")
+    (release / "data_100k_v001_splits.json").write_text("{}")
+    for path in (release, release.parent):
+        local = {a.name: a.local for a in archives("mmearth", path=str(path))}
+        assert local["data_100k_v001.h5"] == str(release / "data_100k_v001.h5")
+        assert local["data_100k_v001_tile_info.json"] is None  # not there: downloaded
+    pytest.importorskip("medmnist")
+    (tmp_path / "medmnist").mkdir()
+    (tmp_path / "medmnist" / "pneumoniamnist_224.npz").write_bytes(b"")
+    (a,) = archives("pneumoniamnist", size=224, path=str(tmp_path / "medmnist"))
+    assert a.local == str(tmp_path / "medmnist" / "pneumoniamnist_224.npz") and a.md5  # md5 still verified
+    with pytest.raises(ValueError, match=r"takes no source\.path"):
+        archives("nct_crc", path=str(tmp_path))

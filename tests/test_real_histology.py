@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -396,3 +398,40 @@ def test_registry_resolves_both_builders() -> None:
     from splicer.data.real import histology
 
     assert builder("nct_crc") is histology.build_nct_crc and builder("camelyon17") is histology.build_camelyon17
+
+
+def test_camelyon17_extracted_by_wilds_is_read_in_place(tmp_path: Path) -> None:
+    """WILDS extracts archive.tar.gz into <root_dir>/camelyon17_v1.0/ and deletes it: that folder (or the WILDS
+    root above it) is accepted as source.path, verified and built in place, identical to the archive's build."""
+    from splicer.data import download
+    from splicer.pipeline.archives import archive_files
+
+    src = camelyon_tar(tmp_path / CAMELYON_ARCHIVE)
+    build_data({"kind": "camelyon17", "seed": 0}, tmp_path / "from_tar", [src])
+    wilds_root = tmp_path / "wilds_data"
+    folder = wilds_root / "camelyon17_v1.0"
+    folder.mkdir(parents=True)
+    with tarfile.open(src) as tar:
+        tar.extractall(folder, filter="data")
+    for path in (folder, wilds_root):
+        (archive,) = sources.archives("camelyon17", path=str(path))
+        assert archive.local == str(folder) and archive.approx_size is None
+    record = tmp_path / "resources" / "camelyon17" / ".verified" / f"{CAMELYON_ARCHIVE}.json"
+    download.fetch_verified(archive, record.parent.parent, record)
+    assert not (tmp_path / "resources" / "camelyon17" / CAMELYON_ARCHIVE).exists()  # nothing downloaded or copied
+    info = json.loads(record.read_text())
+    assert info["path"] == str(folder) and "metadata.csv: complete" in info["verified"]
+    build_data({"kind": "camelyon17", "seed": 0}, tmp_path / "in_place", archive_files([record]))
+    a, b = load_dataset(tmp_path / "from_tar" / "camelyon"), load_dataset(tmp_path / "in_place" / "camelyon")
+    np.testing.assert_array_equal(np.asarray(a.images), np.asarray(b.images))
+    np.testing.assert_array_equal(np.asarray(a.labels), np.asarray(b.labels))
+    # a patch listed in metadata.csv but missing from the folder is named
+    missing = folder / patch_name(camelyon_rows()[5])
+    missing.unlink()
+    with pytest.raises(BuildError, match=re.escape(str(missing))):
+        build_data({"kind": "camelyon17", "seed": 0}, tmp_path / "broken", archive_files([record]))
+    # a metadata.csv cut mid-row is caught when it is verified
+    meta = folder / "metadata.csv"
+    meta.write_bytes(meta.read_bytes()[:-7])
+    with pytest.raises(download.ChecksumError, match=r"metadata\.csv"):
+        download.fetch_verified(archive, record.parent.parent, record)

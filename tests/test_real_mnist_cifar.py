@@ -503,3 +503,58 @@ def test_other_pickle_protocols_and_str_keys_are_read(tmp_path: Path, labels) ->
     files = write_archives(tmp_path / "raw", labels, replace={"data_batch_1": raw, "data_batch_2": str_keys})
     out = read_cifar_batches(files["cifar-10-python.tar.gz"], keep=[1, 9])
     assert out["train"][0][:2].tolist() == [1, 9] and out["train"][0][2:4].tolist() == [1, 9]
+
+
+# ------------------------------------------------------------------------------ torchvision's folders, in place
+def torchvision_root(root: Path, files: dict[str, Path]) -> Path:
+    """What torchvision's ``MNIST(root, download=True)`` and ``CIFAR10(root, download=True)`` leave in ``root``:
+    ``MNIST/raw/`` with each ``.gz`` and its extracted idx file (here the t10k images' ``.gz`` deleted by the
+    user), and ``cifar-10-batches-py/`` extracted from the tarball (the tarball deleted)."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, path in files.items():
+        if name.endswith("-ubyte.gz"):
+            (raw / name[:-3]).write_bytes(gzip.decompress(path.read_bytes()))
+            if name != "t10k-images-idx3-ubyte.gz":
+                (raw / name).write_bytes(path.read_bytes())
+    with tarfile.open(files["cifar-10-python.tar.gz"]) as tar:
+        tar.extractall(root, filter="data")
+    return root
+
+
+def test_torchvision_folders_are_read_in_place(tmp_path: Path, labels, built, monkeypatch) -> None:
+    from splicer.pipeline.archives import archive_files
+
+    files = write_archives(tmp_path / "upstream", labels)
+    root = torchvision_root(tmp_path / "torchvision", files)
+    batches = root / "cifar-10-batches-py"
+    # as if the fixture batches and .gz files were the upstream ones (torchvision's md5s are of the real files)
+    md5s = {b: hashlib.md5((batches / b).read_bytes()).hexdigest() for b in sources.TORCHVISION_CIFAR10_BATCHES}
+    monkeypatch.setattr(sources, "TORCHVISION_CIFAR10_BATCHES", md5s)
+    gz = {n: "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for n, p in files.items() if n.endswith(".gz")}
+    del gz["t10k-images-idx3-ubyte.gz"]
+    found = {a.name: a for a in sources.archives(KIND, path=str(root), checksums=gz)}
+    assert found["train-images-idx3-ubyte.gz"].local == str(root / "MNIST/raw/train-images-idx3-ubyte.gz")
+    extracted = found["t10k-images-idx3-ubyte.gz"]
+    assert extracted.local == str(root / "MNIST/raw/t10k-images-idx3-ubyte") and extracted.md5 is None
+    assert found["cifar-10-python.tar.gz"].local == str(batches) and found["cifar-10-python.tar.gz"].md5 is None
+    records = []
+    for archive in found.values():
+        record = tmp_path / "resources" / KIND / ".verified" / f"{archive.name}.json"
+        download.fetch_verified(archive, record.parent.parent, record)
+        records.append(record)
+    assert not any((tmp_path / "resources" / KIND).glob("*.gz"))  # nothing downloaded or copied
+    out = tmp_path / "in_place"
+    build_data({"kind": KIND, "seed": 0}, out, archive_files(records))
+    for name in NAMES:  # byte for byte the datasets built from the archives
+        np.testing.assert_array_equal(load_dataset(out / name, mmap=False).images, built[name].images)
+    # a damaged batch is named and left where it is (the user's copy is never moved)
+    (batches / "data_batch_3").write_bytes(b"\x80\x02}q\x00." + b"0" * 10)
+    with pytest.raises(ChecksumError, match=r"data_batch_3.*read in place"):
+        download.fetch_verified(found["cifar-10-python.tar.gz"], tmp_path / "resources" / KIND, records[-1])
+    assert (batches / "data_batch_3").exists()
+    # an extracted idx file cut short fails its header's size
+    cut = root / "MNIST/raw/t10k-images-idx3-ubyte"
+    cut.write_bytes(cut.read_bytes()[:-5])
+    with pytest.raises(ChecksumError, match="idx"):
+        download.fetch(extracted, tmp_path / "resources" / KIND)

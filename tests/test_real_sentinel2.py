@@ -4,6 +4,7 @@ EuroSATallBands.zip + the eurosat-{train,val,test}.txt lists) and MMEarth100k (d
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import zipfile
@@ -64,8 +65,11 @@ def stored_value(stem: str, band: int) -> int:
     return (band + 1) * 500 + stem_id(stem)
 
 
-def geotiff(stem: str, count: int = 13) -> bytes:
-    arr = np.stack([np.full((PX, PX), stored_value(stem, b), np.uint16) for b in range(count)])
+def geotiff(stem: str, count: int = 13, order: list[str] | None = None, describe: bool = False) -> bytes:
+    """A GeoTIFF of image ``stem``: bands in EuroSAT's upstream order (B8A last), or in ``order`` (band names; each
+    band holds the same values as in the upstream file), with band descriptions if ``describe``."""
+    names = order or EUROSAT_BANDS[:count]
+    arr = np.stack([np.full((PX, PX), stored_value(stem, EUROSAT_BANDS.index(n)), np.uint16) for n in names])
     if stem == HOT[0]:
         arr[HOT[1], 0, 0] = 12000
     profile = {
@@ -81,21 +85,57 @@ def geotiff(stem: str, count: int = 13) -> bytes:
     with MemoryFile() as mem:
         with mem.open(**profile) as dst:
             dst.write(arr)
+            if describe:
+                for i, name in enumerate(names, 1):
+                    dst.set_band_description(i, name)
         return mem.read()
 
 
-def eurosat_zip(path: Path, replace: dict[str, bytes] | None = None, extra: tuple[str, ...] = ("Forest_6",)) -> Path:
-    """EuroSATallBands.zip: class folders (with directory entries) holding ``<Class>_<k>.tif``."""
+def eurosat_tifs(replace: dict[str, bytes] | None = None, extra: tuple[str, ...] = ("Forest_6",), **tif) -> dict:
+    """``{member path: GeoTIFF bytes}`` of the fixture, in torchgeo's ``ds/.../tif/<Class>/<Class>_<k>.tif`` layout."""
     replace = replace or {}
+    out = {}
+    for cls in CLASSES:
+        stems = [f"{cls}_{k}" for k in range(1, 6)] + [s for s in extra if s.startswith(cls + "_")]
+        for stem in stems:
+            out[f"{BASE}/{cls}/{stem}.tif"] = replace.get(stem) or geotiff(stem, **tif)
+    return out
+
+
+def eurosat_zip(path: Path, **kw) -> Path:
+    """EuroSATallBands.zip: class folders (with directory entries) holding ``<Class>_<k>.tif``."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for part in ("ds/", "ds/images/", f"{BASE}/"):
             zf.writestr(part, b"")
         for cls in CLASSES:
             zf.writestr(f"{BASE}/{cls}/", b"")
-            stems = [f"{cls}_{k}" for k in range(1, 6)] + [s for s in extra if s.startswith(cls + "_")]
-            for stem in stems:
-                zf.writestr(f"{BASE}/{cls}/{stem}.tif", replace.get(stem) or geotiff(stem))
+        for member, data in eurosat_tifs(**kw).items():
+            zf.writestr(member, data)
     return path
+
+
+@pytest.fixture
+def as_upstream(monkeypatch: pytest.MonkeyPatch):
+    """Pin a fixture zip as *the* upstream EuroSATallBands.zip (its sha256 in splicer.data.sources.EUROSAT), the
+    archive whose band order (B8A last) is known."""
+
+    def pin(zip_path: Path) -> None:
+        digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
+        pinned = [
+            dataclasses.replace(a, sha256=digest) if a.name == "EuroSATallBands.zip" else a for a in sources.EUROSAT
+        ]
+        monkeypatch.setattr(sources, "EUROSAT", pinned)
+
+    return pin
+
+
+def eurosat_lists(root: Path) -> dict[str, Path]:
+    files = {}
+    for split, stems in LISTS.items():
+        path = root / f"eurosat-{split}.txt"
+        path.write_text("".join(f"{s}.jpg\n" for s in stems))
+        files[path.name] = path
+    return files
 
 
 def eurosat_files(root: Path, **kw) -> dict[str, Path]:
@@ -186,8 +226,12 @@ def expected_u16(dn: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------- EuroSAT
-def test_eurosat_downloaded_and_built_with_b8a_moved_and_fixed_splits(server: Server, tmp_path: Path) -> None:
-    paths = fetch_kind(server, "eurosat", eurosat_files(tmp_path / "raw"), tmp_path / "resources")
+def test_eurosat_downloaded_and_built_with_b8a_moved_and_fixed_splits(
+    server: Server, tmp_path: Path, as_upstream
+) -> None:
+    files = eurosat_files(tmp_path / "raw")
+    as_upstream(files["EuroSATallBands.zip"])
+    paths = fetch_kind(server, "eurosat", files, tmp_path / "resources")
     out = tmp_path / "data"
     build_data({"kind": "eurosat", "seed": 0}, out, paths)
     assert json.loads((out / "manifest.json").read_text())["datasets"] == ["bands13", "rgb"]
@@ -215,7 +259,8 @@ def test_eurosat_downloaded_and_built_with_b8a_moved_and_fixed_splits(server: Se
     hot = order.index(HOT[0])
     assert images[hot, 1, 0, 0] == 65535  # DN 12000 > reflectance 1: clipped
     info = b13.meta["info"]
-    assert info["stored_band_order"][-1] == "B8A" and info["band_order"] == HYPERSPECTRAL_BANDS
+    assert info["stored_band_order"][-1] == "B08A" and info["band_order"] == HYPERSPECTRAL_BANDS
+    assert info["band_order_from"] == {"checksum-pinned upstream EuroSATallBands.zip (B8A last)": 15}
     assert info["unlisted_files"] == 1 and info["units"] == "reflectance * 65535"
     assert info["counts"] == {"train": 9, "val": 3, "test": 3}
     assert info["clipped_fraction"]["B02"] == pytest.approx(1 / (15 * PX * PX))
@@ -225,8 +270,9 @@ def test_eurosat_downloaded_and_built_with_b8a_moved_and_fixed_splits(server: Se
     )
 
 
-def test_eurosat_caps_are_nested_and_honoured(tmp_path: Path) -> None:
+def test_eurosat_caps_are_nested_and_honoured(tmp_path: Path, as_upstream) -> None:
     files = eurosat_files(tmp_path / "raw")
+    as_upstream(files["EuroSATallBands.zip"])
     out = tmp_path / "data"
     spec = {
         "kind": "eurosat",
@@ -256,7 +302,9 @@ def test_eurosat_caps_are_nested_and_honoured(tmp_path: Path) -> None:
         ("twice", "eurosat-val.txt"),
     ],
 )
-def test_eurosat_bad_inputs_name_the_file_and_build_nothing(tmp_path: Path, fault: str, where: str) -> None:
+def test_eurosat_bad_inputs_name_the_file_and_build_nothing(
+    tmp_path: Path, fault: str, where: str, as_upstream
+) -> None:
     replace = {
         "bands": {"Forest_1": geotiff("Forest_1", count=12)},
         "garbage": {"SeaLake_4": b"II*\x00 this is not a tiff" * 10},
@@ -266,6 +314,7 @@ def test_eurosat_bad_inputs_name_the_file_and_build_nothing(tmp_path: Path, faul
         files["eurosat-test.txt"].write_text("Forest_5.jpg\nRiver_9.jpg\n")
     if fault == "twice":
         files["eurosat-val.txt"].write_text("SeaLake_4.jpg\nAnnualCrop_1.jpg\n")
+    as_upstream(files["EuroSATallBands.zip"])
     out = tmp_path / "data"
     with pytest.raises(BuildError) as info:
         build_data({"kind": "eurosat"}, out, list(files.values()))
@@ -311,6 +360,126 @@ def test_eurosat_rejects_bad_params(tmp_path: Path) -> None:
         build_data({"kind": "eurosat", "params": {"dn_scale": 0}}, tmp_path / "b", files)
     with pytest.raises(BuildError, match=r"eurosat-val\.txt"):
         build_data({"kind": "eurosat"}, tmp_path / "c", [p for p in files if p.name != "eurosat-val.txt"])
+
+
+def b8a_slot(folder: Path, stem: str) -> int:
+    """The value built into the B08A channel of image ``stem`` (rows follow the split lists)."""
+    order = LISTS["train"] + LISTS["val"] + LISTS["test"]
+    return int(load_dataset(folder / "bands13").images[order.index(stem), HYPERSPECTRAL_BANDS.index("B08A"), 0, 0])
+
+
+REORDERED = [b for b in EUROSAT_BANDS if b != "B8A"]
+REORDERED.insert(REORDERED.index("B08") + 1, "B8A")  # B01..B08, B8A, B09..B12: already in the pipeline's order
+
+
+def test_eurosat_repackaged_in_pipeline_order_is_refused_not_scrambled(tmp_path: Path) -> None:
+    """A repackaged zip (admitted by source.checksums, so not the pinned upstream archive) already in B01..B08,B8A
+    order and without band descriptions: the builder cannot know its order and refuses it, naming the file --
+    instead of moving its B12 into the B8A slot."""
+    files = eurosat_files(tmp_path / "raw", order=REORDERED)
+    with pytest.raises(BuildError) as info:
+        build_data({"kind": "eurosat"}, tmp_path / "data", list(files.values()))
+    message = str(info.value)
+    assert "EuroSATallBands.zip:" in message and "ambiguous" in message and "stored_band_order" in message
+    assert built(tmp_path / "data") == []
+    # stating the order builds it right: B8A's values in the B08A slot (B12's would be stored_value(.., 11))
+    build_data({"kind": "eurosat", "params": {"stored_band_order": REORDERED}}, tmp_path / "ok", list(files.values()))
+    assert b8a_slot(tmp_path / "ok", "Forest_2") == expected_u16(stored_value("Forest_2", 12))
+
+
+@pytest.mark.parametrize("order", [EUROSAT_BANDS, REORDERED], ids=["upstream-order", "pipeline-order"])
+def test_eurosat_band_descriptions_decide_the_order(tmp_path: Path, order: list[str]) -> None:
+    files = eurosat_files(tmp_path / "raw", order=order, describe=True)
+    build_data({"kind": "eurosat"}, tmp_path / "data", list(files.values()))
+    assert b8a_slot(tmp_path / "data", "Forest_2") == expected_u16(stored_value("Forest_2", 12))
+    b13 = load_dataset(tmp_path / "data" / "bands13")
+    b12 = int(b13.images[0, HYPERSPECTRAL_BANDS.index("B12"), 0, 0])
+    assert b12 == expected_u16(stored_value(LISTS["train"][0], 11))
+    info = b13.meta["info"]
+    assert info["band_order_from"] == {"GeoTIFF band descriptions": 15}
+    assert info["stored_band_order"][-1] == ("B08A" if order == EUROSAT_BANDS else "B12")
+
+
+def test_eurosat_partial_or_contradicted_descriptions_are_refused(tmp_path: Path) -> None:
+    bad = geotiff("Forest_1", describe=True)
+    with MemoryFile(bad) as mem, mem.open() as src:
+        data, profile = src.read(), src.profile
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            dst.write(data)
+            for i in range(1, 14):
+                dst.set_band_description(i, "B02" if i == 2 else "")
+        partial = mem.read()
+    files = eurosat_files(tmp_path / "raw", describe=True, replace={"Forest_1": partial})
+    with pytest.raises(BuildError, match=r"Forest_1\.tif.*ambiguous"):
+        build_data({"kind": "eurosat"}, tmp_path / "a", list(files.values()))
+    files = eurosat_files(tmp_path / "raw2", describe=True)
+    with pytest.raises(BuildError, match=r"params\.stored_band_order says"):
+        build_data(
+            {"kind": "eurosat", "params": {"stored_band_order": REORDERED}}, tmp_path / "b", list(files.values())
+        )
+    with pytest.raises(ValueError, match="13 Sentinel-2 bands once each"):
+        build_data(
+            {"kind": "eurosat", "params": {"stored_band_order": ["B01"] * 13}}, tmp_path / "c", list(files.values())
+        )
+
+
+def torchgeo_root(root: Path, keep_zip: bool = False, lists: bool = True) -> Path:
+    """What torchgeo's ``EuroSAT(root, download=True)`` leaves: the split lists and the extracted ``ds/`` tree (and
+    the zip unless it was deleted)."""
+    for member, data in eurosat_tifs().items():
+        (root / member).parent.mkdir(parents=True, exist_ok=True)
+        (root / member).write_bytes(data)
+    if lists:
+        eurosat_lists(root)
+    if keep_zip:
+        eurosat_zip(root / "EuroSATallBands.zip")
+    return root
+
+
+def test_eurosat_extracted_by_torchgeo_is_read_in_place(tmp_path: Path, as_upstream) -> None:
+    from splicer.pipeline.archives import archive_files
+
+    reference = eurosat_files(tmp_path / "ref")
+    as_upstream(reference["EuroSATallBands.zip"])
+    build_data({"kind": "eurosat"}, tmp_path / "from_zip", list(reference.values()))
+    root = torchgeo_root(tmp_path / "torchgeo" / "data")
+    found = sources.archives("eurosat", path=str(root))
+    assert {a.name: a.local for a in found} == {
+        "EuroSATallBands.zip": str(root / BASE),
+        **{f"eurosat-{s}.txt": str(root / f"eurosat-{s}.txt") for s in LISTS},
+    }
+    # verified in place (the lists against their pinned sha256 would fail for these fixture lists: pin them)
+    digests = {
+        f"eurosat-{s}.txt": "sha256:" + hashlib.sha256((root / f"eurosat-{s}.txt").read_bytes()).hexdigest()
+        for s in LISTS
+    }
+    records = []
+    for archive in sources.archives("eurosat", path=str(root), checksums=digests):
+        record = tmp_path / "resources" / "eurosat" / ".verified" / f"{archive.name}.json"
+        download.fetch_verified(archive, record.parent.parent, record)
+        records.append(record)
+    assert not (tmp_path / "resources" / "eurosat" / "EuroSATallBands.zip").exists()  # nothing copied
+    files = archive_files(records)
+    assert files["EuroSATallBands.zip"] == root / BASE
+    with pytest.raises(BuildError, match=r"extracted folder.*stored_band_order"):
+        build_data({"kind": "eurosat"}, tmp_path / "refused", files)
+    spec = {"kind": "eurosat", "params": {"stored_band_order": EUROSAT_BANDS}}
+    build_data(spec, tmp_path / "in_place", files)
+    for name in ("bands13", "rgb"):
+        a, b = load_dataset(tmp_path / "from_zip" / name), load_dataset(tmp_path / "in_place" / name)
+        np.testing.assert_array_equal(np.asarray(a.images), np.asarray(b.images))
+        np.testing.assert_array_equal(a.labels, b.labels)
+    # a root that still holds torchgeo's zip uses the zip (its sha256 decides the order); lists downloaded if absent
+    kept = torchgeo_root(tmp_path / "kept", keep_zip=True, lists=False)
+    by_name = {a.name: a for a in sources.archives("eurosat", path=str(kept))}
+    assert by_name["EuroSATallBands.zip"].local == str(kept / "EuroSATallBands.zip")
+    assert by_name["EuroSATallBands.zip"].sha256 == sources.EUROSAT[0].sha256
+    assert by_name["eurosat-train.txt"].local is None  # not there: downloaded as usual
+    with pytest.raises(ValueError, match="holds none of its files"):
+        sources.archives("eurosat", path=str(tmp_path))
+    with pytest.raises(ValueError, match="not a folder"):
+        sources.archives("eurosat", path=str(tmp_path / "nope"))
 
 
 # ---------------------------------------------------------------------------------------------------- MMEarth

@@ -354,7 +354,7 @@ def test_state_dict_loader_matches_torchscript(xray, landmark_ts, tmp_path):
         {"segmenter": "hybridgnet", "weights": str(landmark_ts), "options": {"input_size": 256}},
     )
     assert (np.load(tmp_path / "sd" / "masks.npy") == np.load(tmp_path / "ts" / "masks.npy")).all()
-    with pytest.raises(SegmenterUnavailable, match=r"\(\.pt2\) file; for a state dict set"):
+    with pytest.raises(SegmenterUnavailable, match=r"is a state dict .*set segment\.options\.source"):
         segment_dataset(xray["pneumonia"], tmp_path / "x", {"segmenter": "hybridgnet", "weights": str(state)})
     with pytest.raises(SegmenterUnavailable, match="cannot be imported"):
         segment_dataset(
@@ -375,13 +375,14 @@ def test_hybridgnet_without_weights(xray, tmp_path):
 
 
 def test_real_hybridgnet_if_available():
-    weights = os.environ.get("SPLICER_HYBRIDGNET_WEIGHTS")
+    weights, source = os.environ.get("SPLICER_HYBRIDGNET_WEIGHTS"), os.environ.get("SPLICER_HYBRIDGNET_SRC")
     if not weights:
-        print("SKIP reason: set SPLICER_HYBRIDGNET_WEIGHTS to a TorchScript export of HybridGNet to test it")
-        pytest.skip("no HybridGNet weights (SPLICER_HYBRIDGNET_WEIGHTS unset): the real HybridGNet path is untested")
+        print("SKIP reason: set SPLICER_HYBRIDGNET_WEIGHTS (trained state dict) and SPLICER_HYBRIDGNET_SRC to test it")
+        pytest.skip("no HybridGNet weights (SPLICER_HYBRIDGNET_WEIGHTS unset): the trained HybridGNet is untested")
     from splicer.pretrained_segmenters import load_landmark_model
 
-    model = load_landmark_model(weights, device="cpu", loader=os.environ.get("SPLICER_HYBRIDGNET_LOADER"))
+    loader = os.environ.get("SPLICER_HYBRIDGNET_LOADER")
+    model = load_landmark_model(weights, device="cpu", loader=loader, source=source)
     y, x = np.mgrid[:64, :64]
     grey = np.full((64, 64), 200.0)
     grey[((x - 20) / 9) ** 2 + ((y - 30) / 18) ** 2 < 1] = 40  # two dark lung fields in a bright body

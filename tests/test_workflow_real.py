@@ -129,3 +129,23 @@ def test_download_build_pretrain_probe_then_offline(tmp_path: Path, server) -> N
     assert run.returncode != 0
     assert "cifar-10-python.tar.gz" in out and str(missing / "resources/mnist_cifar") in out
     assert not (missing / "results/fixture/data/mnist_cifar/manifest.json").exists()
+
+    # In place: torchvision's root (MNIST/raw/*.gz and the cifar tarball it keeps), named by source.path and read
+    # where it is: the download rule only verifies it (offline, nothing fetched or copied) and the build matches.
+    torchvision = tmp_path / "torchvision"
+    (torchvision / "MNIST" / "raw").mkdir(parents=True)
+    for name, path in archives.items():
+        shutil.copy(path, torchvision / ("MNIST/raw" if name.endswith("-ubyte.gz") else "") / name)
+    in_place = tmp_path / "in_place"
+    in_place.mkdir()
+    config["datasets"]["mnist_cifar"]["source"] = {"path": str(torchvision), "checksums": sums}
+    manifest = "results/fixture/data/mnist_cifar/manifest.json"
+    run = run_fixture(in_place, config, manifest, env={"SPLICER_OFFLINE": "1"})
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert len(server.requests) == served
+    assert [p.name for p in (in_place / "resources/mnist_cifar").iterdir()] == [".verified"]  # nothing copied
+    record = json.loads((in_place / "resources/mnist_cifar/.verified/cifar-10-python.tar.gz.json").read_text())
+    assert record["path"] == str(torchvision / "cifar-10-python.tar.gz")
+    for name in ("rNONE", "pretrain"):
+        a, b = (root / f"results/fixture/data/mnist_cifar/{name}/images.npy" for root in (online, in_place))
+        assert a.read_bytes() == b.read_bytes()

@@ -55,8 +55,9 @@ def check_declared_layout(spec: Mapping, folder: str | Path) -> None:
             )
 
 
-def build_data(spec: Mapping, out_dir: str | Path, archives: list[str | Path] = ()) -> Path:
-    """Build one ``datasets`` entry: a demo family from its seed, or a real dataset from its archives."""
+def build_data(spec: Mapping, out_dir: str | Path, archives: list[str | Path] | Mapping[str, Path] = ()) -> Path:
+    """Build one ``datasets`` entry: a demo family from its seed, or a real dataset from its archives (paths, or
+    ``{archive name: path}`` where an archive is read in place under another name)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until the build writes it again
@@ -70,7 +71,10 @@ def build_data(spec: Mapping, out_dir: str | Path, archives: list[str | Path] = 
     from splicer.data.real import builder, dataset_names
     from splicer.data.real.common import Caps
 
-    files = {Path(a).name: Path(a) for a in archives}
+    if isinstance(archives, Mapping):
+        files = {name: Path(p) for name, p in archives.items()}
+    else:
+        files = {Path(a).name: Path(a) for a in archives}
     caps = Caps.from_spec(spec)
     seed = int(spec.get("seed", 0))
     params = dict(spec.get("params", {}))

@@ -2,14 +2,20 @@
 
 :func:`fetch` puts one :class:`~splicer.data.sources.Archive` at ``dest_dir/archive.name``:
 
-* an existing file is verified (checksum, else size, where published) and returned; a mismatch moves it aside to
-  ``<name>.corrupt`` (never read again) and raises :class:`ChecksumError`;
+* an existing file is verified and returned: its published checksum (and exact size), or, where upstream publishes
+  no digest, its completeness (:mod:`splicer.data.completeness`: it reads to its end by its own format; an
+  approximate upstream size is never checked); a mismatch moves it aside to ``<name>.corrupt`` (never read again)
+  and raises :class:`ChecksumError`. The file is looked for at ``dest_dir/<name>``, then in the archive's
+  ``subdirs`` (``dest_dir/data_100k_v001/<name>`` for MMEarth), and used where it is;
+* an archive with ``local`` set (``source.path``: an extracted upstream file or folder) is verified in place (the
+  digests that apply to it, else completeness; a folder's ``contents``) and never downloaded or copied;
 * offline (``offline=True`` or ``SPLICER_OFFLINE=1``) a missing file raises :class:`MissingArchiveError`, which says
   what to fetch, from where, and the full path to put it at;
 * otherwise it downloads to ``<name>.part``, resuming an existing ``.part`` with ``Range: bytes=<size>-`` (a server
   answering 200 instead of 206 restarts it from zero), retrying network errors and short reads with exponential
   backoff, verifies the finished file and only then ``os.replace``-s it into place. A download that fails
-  verification is deleted and fetched once more from scratch before :class:`ChecksumError` is raised.
+  verification is deleted and fetched once more from scratch before :class:`ChecksumError` is raised. A transfer
+  shorter than its ``Content-Length`` is retried (resumed), never accepted.
 
 CLI: ``python -m splicer.data.download KIND DEST [--offline] [--slides ...] [--size N]``.
 """
@@ -31,6 +37,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from splicer.data import sources
+from splicer.data.completeness import IncompleteFileError, check_complete
 from splicer.data.sources import Archive
 from splicer.fileio import write_json
 
@@ -88,6 +95,7 @@ class MissingArchiveError(FileNotFoundError):
             f"  what:       {archive.note or archive.name}",
             f"  fetch from: {archive.url}",
             f"  put it at:  {self.path.resolve()}",
+            *(f"  or at:      {(self.path.parent / sub / archive.name).resolve()}" for sub in archive.subdirs),
             f"  expected:   {archive.describe_checksum()}",
         ]
         if partial.exists():
@@ -115,15 +123,55 @@ def file_digest(path: str | os.PathLike[str], algo: str = "sha256", chunk: int =
     return _digests(Path(path), [algo], chunk)[algo]
 
 
-def verify(archive: Archive, path: str | os.PathLike[str], chunk: int = 1 << 20) -> None:
-    """Raise :class:`ChecksumError` unless ``path`` has the archive's published size and digests."""
+def verify(archive: Archive, path: str | os.PathLike[str], chunk: int = 1 << 20) -> list[str]:
+    """Raise :class:`ChecksumError` unless ``path`` has the archive's published (exact) size and digests, or, where
+    none is published, unless it is complete by its format; a folder (``source.path``) must hold its ``contents``.
+    Returns what was verified, one sentence per check."""
     path = Path(path)
-    if archive.size is not None and (actual := path.stat().st_size) != archive.size:
-        raise ChecksumError(path, "size", f"{archive.size} bytes", f"{actual} bytes")
+    if path.is_dir():
+        return _verify_folder(archive, path, chunk)
+    checks = []
+    if archive.size is not None:
+        if (actual := path.stat().st_size) != archive.size:
+            raise ChecksumError(path, "size", f"{archive.size} bytes", f"{actual} bytes")
+        checks.append(f"size {archive.size} bytes")
     expected = archive.checksums
     for algo, digest in _digests(path, expected, chunk).items():
         if digest != expected[algo]:
             raise ChecksumError(path, algo, expected[algo], digest)
+        checks.append(f"{algo} {digest}")
+    if not expected:  # no published digest: the file must at least be whole
+        log.info("%s: no published checksum; checking that it is complete", path)
+        try:
+            name = archive.name if path.name in (archive.name, f"{archive.name}.part") else path.name  # in place
+            checks.append(f"no published checksum; complete: {check_complete(path, name)}")
+        except IncompleteFileError as err:
+            raise ChecksumError(path, "completeness", f"a complete {err.what}", err.problem) from None
+    return checks
+
+
+def _verify_folder(archive: Archive, folder: Path, chunk: int) -> list[str]:
+    """An extracted upstream folder standing in for ``archive``: each of its ``contents`` present, with the published
+    digest where there is one, else complete by its format."""
+    checks = []
+    for rel, digest in archive.contents:
+        item = folder / rel
+        if not item.exists():
+            raise ChecksumError(item, "contents", f"{rel} inside {folder}", "missing")
+        if item.is_dir():
+            checks.append(f"{rel}/ present")
+            continue
+        if digest is not None:
+            algo, _, value = digest.partition(":")
+            if (actual := _digests(item, [algo], chunk)[algo]) != value:
+                raise ChecksumError(item, algo, value, actual)
+            checks.append(f"{rel}: {algo} {value}")
+        else:
+            try:
+                checks.append(f"{rel}: complete: {check_complete(item)}")
+            except IncompleteFileError as err:
+                raise ChecksumError(item, "completeness", f"a complete {err.what}", err.problem) from None
+    return checks or [f"folder {folder} present"]
 
 
 def _backoff_sleep(failures: int, backoff: float) -> None:
@@ -141,8 +189,9 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return (int(start) if start else None), (int(total) if total and total != "*" else None)
 
 
-def _transfer(url: str, part: Path, *, timeout: float, chunk: int, size: int | None) -> tuple[bool, int]:
-    """One GET into ``part`` (appending from its size with a Range request); returns (resumed, bytes written).
+def _transfer(url: str, part: Path, *, timeout: float, chunk: int, size: int | None) -> tuple[bool, int, int | None]:
+    """One GET into ``part`` (appending from its size with a Range request); returns (resumed, bytes written, total
+    length the server announced: Content-Length, or Content-Range's total when resuming; None if it gave none).
 
     Raises :class:`_ShortRead` when fewer bytes arrive than announced, and network/HTTP errors as raised.
     """
@@ -152,7 +201,7 @@ def _transfer(url: str, part: Path, *, timeout: float, chunk: int, size: int | N
         part.unlink()
         have = 0
     if size is not None and have == size > 0:
-        return False, 0  # already complete
+        return False, 0, size  # already complete
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
@@ -163,7 +212,7 @@ def _transfer(url: str, part: Path, *, timeout: float, chunk: int, size: int | N
             _, total = _content_range(err.headers.get("Content-Range"))
             err.close()
             if total == have:
-                return False, 0
+                return False, 0, total
             log.warning("server refused to resume %s at byte %d; restarting from zero", part.name, have)
             part.unlink()
             raise _ShortRead(f"range {have}- not satisfiable for {url}") from None
@@ -200,18 +249,18 @@ def _transfer(url: str, part: Path, *, timeout: float, chunk: int, size: int | N
             os.fsync(f.fileno())
     if total is not None and have + written < total:
         raise _ShortRead(f"connection closed after {have + written} of {total} bytes of {url}")
-    return resumed, written
+    return resumed, written, total
 
 
 def _download(
     url: str, part: Path, *, retries: int, timeout: float, chunk: int, size: int | None, backoff: float
-) -> None:
-    """Fill ``part`` from ``url``, resuming and retrying transient failures (``retries`` times after the first)."""
+) -> int | None:
+    """Fill ``part`` from ``url``, resuming and retrying transient failures (``retries`` times after the first);
+    returns the total length the server announced (None if it announced none)."""
     errors: list[str] = []
     while True:
         try:
-            _transfer(url, part, timeout=timeout, chunk=chunk, size=size)
-            return
+            return _transfer(url, part, timeout=timeout, chunk=chunk, size=size)[2]
         except urllib.error.HTTPError as err:
             if err.code not in (408, 429) and err.code < 500:  # cannot change on retry: not retried
                 earlier = "".join(f"\n  attempt {i}: {e}" for i, e in enumerate(errors, 1))
@@ -239,19 +288,27 @@ def fetch(
     chunk: int = 1 << 20,
     *,
     backoff: float = 1.0,
+    details: dict | None = None,
 ) -> Path:
-    """Ensure ``dest_dir/archive.name`` exists and is verified; download it unless offline. Returns its path."""
+    """Ensure ``dest_dir/archive.name`` (or the archive's ``local`` file or folder, or a copy in one of its
+    ``subdirs``) exists and is verified; download it unless offline. Returns its path. ``details``, if given, is
+    filled with what was verified (``checks``) and, after a download, the announced length (``transfer``)."""
+    details = details if details is not None else {}
     dest = Path(dest_dir)
+    if archive.local is not None:
+        return _verify_in_place(archive, Path(archive.local), chunk, details)
     path = dest / archive.name
-    if path.exists():
+    existing = next((p for p in (path, *(dest / s / archive.name for s in archive.subdirs)) if p.exists()), None)
+    if existing is not None:
         try:
-            verify(archive, path, chunk)
+            details["checks"] = verify(archive, existing, chunk)
         except ChecksumError as err:
-            bad = path.with_name(path.name + ".corrupt")
-            os.replace(path, bad)
-            raise ChecksumError(path, err.algo, err.expected, err.actual, f"; moved it aside to {bad}") from None
-        log.info("%s present and verified (%s)", path, archive.describe_checksum())
-        return path
+            bad = existing.with_name(existing.name + ".corrupt")
+            os.replace(existing, bad)
+            raise ChecksumError(existing, err.algo, err.expected, err.actual, f"; moved it aside to {bad}") from None
+        details["transfer"] = "placed by hand (no transfer length to compare)" if existing != path else "in place"
+        log.info("%s present and verified (%s)", existing, "; ".join(details["checks"]))
+        return existing
     if is_offline(offline):
         raise MissingArchiveError(archive, path)
 
@@ -260,9 +317,15 @@ def fetch(
     first = ""
     for attempt in (1, 2):
         log.info("downloading %s -> %s", archive.url, path)
-        _download(archive.url, part, retries=retries, timeout=timeout, chunk=chunk, size=archive.size, backoff=backoff)
+        total = _download(
+            archive.url, part, retries=retries, timeout=timeout, chunk=chunk, size=archive.size, backoff=backoff
+        )
+        got = part.stat().st_size
+        details["transfer"] = (
+            f"{got} bytes, as announced by the server" if total == got else f"{got} bytes (no length announced)"
+        )
         try:
-            verify(archive, part, chunk)
+            details["checks"] = verify(archive, part, chunk)
         except ChecksumError as err:
             part.unlink(missing_ok=True)
             if attempt == 2:
@@ -272,21 +335,43 @@ def fetch(
             log.warning("%s; deleted it, downloading again from scratch", err)
             continue
         os.replace(part, path)
-        log.info("saved %s (%d bytes, %s)", path, path.stat().st_size, archive.describe_checksum())
+        log.info("saved %s (%d bytes, %s)", path, path.stat().st_size, "; ".join(details["checks"]))
         return path
     raise AssertionError("unreachable")
 
 
+def _verify_in_place(archive: Archive, local: Path, chunk: int, details: dict) -> Path:
+    """Verify an extracted upstream file or folder (``source.path``) where it is; nothing is moved or copied."""
+    if not local.exists():
+        raise MissingArchiveError(
+            archive,
+            local,
+            f"{local} (source.path, standing in for {archive.name!r}) does not exist; "
+            f"fix source.path or remove it to download {archive.url}",
+        )
+    try:
+        details["checks"] = verify(archive, local, chunk)
+    except ChecksumError as err:  # never moved aside: it is the user's own copy
+        raise ChecksumError(err.path, err.algo, err.expected, err.actual, " (read in place from source.path)") from None
+    details["transfer"] = "read in place from source.path (nothing downloaded or copied)"
+    log.info("%s verified in place (%s)", local, "; ".join(details["checks"]))
+    return local
+
+
 def fetch_verified(archive: Archive, dest_dir: str | os.PathLike[str], record: str | os.PathLike[str], **kw) -> Path:
-    """:func:`fetch` ``archive`` into ``dest_dir``, then write ``record``: a JSON of what was verified (name, URL,
-    size, checksums) -- the pipeline's sign that the archive is complete. Returns the archive's path."""
-    path = fetch(archive, dest_dir, **kw)
+    """:func:`fetch` ``archive`` into ``dest_dir``, then write ``record``: a JSON of where it is (``path``, which
+    the build reads) and what was verified (checksums, or completeness where none is published) -- the pipeline's
+    sign that the archive is complete. Returns the archive's path."""
+    details: dict = {}
+    path = fetch(archive, dest_dir, details=details, **kw)
     info = {
         "name": archive.name,
         "url": archive.url,
-        "size": path.stat().st_size,
+        "path": str(path),
+        "size": path.stat().st_size if path.is_file() else None,
         **archive.checksums,
-        "verified": archive.describe_checksum(),
+        "verified": "; ".join(details.get("checks", [])) or archive.describe_checksum(),
+        "transfer": details.get("transfer"),
     }
     write_json(record, info)
     return path

@@ -2,8 +2,19 @@
 
 Each :class:`Archive` names one file to fetch: where it lives upstream, the local file name it is stored under
 (``resources/<kind>/<name>`` in the pipeline) and, where the upstream library publishes one, its checksum. A
-``None`` checksum means no checksum is published upstream for that file; such files are checked by size where
-a size is published, and otherwise only by a complete transfer.
+``None`` checksum means no checksum is published upstream for that file. An exact size is verified where one is
+published; an *approximate* size (WILDS' ``compressed_size``) is never treated as a checksum. A file with no
+published digest is verified for completeness instead (:mod:`splicer.data.completeness`): the transfer must
+deliver the announced ``Content-Length``, and the file must be readable as a whole by its own format (a tar.gz's
+whole gzip stream with its CRC-32 and length, a zip's central directory and member CRCs, an HDF5 file's recorded
+end-of-file address, ...).
+
+**Extracted upstream folders, read in place** (``source: {path: ...}``): where an upstream loader leaves
+extracted files (WILDS' ``camelyon17_v1.0/``, torchvision's ``MNIST/raw/`` and ``cifar-10-batches-py/``,
+torchgeo's EuroSAT ``ds/`` tree, MMEarth's ``data_100k_v001/``, medmnist's ``~/.medmnist/``), ``path`` points at
+it and the archives it stands in for get :attr:`Archive.local`: they are verified in place (published per-file
+digests where upstream has them, e.g. torchvision's CIFAR-10 batch md5s; completeness otherwise) and nothing is
+downloaded or copied. Each kind's layout is its ``in_place`` entry in :data:`splicer.registry.KINDS`.
 
 Which archives a dataset kind uses is its ``archives`` entry in :data:`splicer.registry.KINDS`: a fixed list
 here (``MNIST_CIFAR``, ``EUROSAT``, ...) or a function of the entry's ``source`` options:
@@ -18,13 +29,15 @@ Provenance of every URL and checksum is given next to it (upstream repository an
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import inspect
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -41,12 +54,17 @@ __all__ = [
     "SOURCE_OPTIONS",
     "Archive",
     "archives",
+    "camelyon17_in_place",
+    "eurosat_in_place",
     "find_all",
     "find_archive",
     "medmnist_archives",
+    "medmnist_in_place",
     "medmnist_info",
     "medmnist_sizes",
     "medmnist_variants",
+    "mmearth_in_place",
+    "mnist_cifar_in_place",
     "orion_archives",
     "orion_variants",
 ]
@@ -56,7 +74,14 @@ _HEX = {"md5": re.compile(r"[0-9a-f]{32}"), "sha256": re.compile(r"[0-9a-f]{64}"
 
 @dataclass(frozen=True)
 class Archive:
-    """One upstream file: local ``name``, ``url``, published ``md5``/``sha256`` (None if unpublished), ``size``."""
+    """One upstream file: local ``name``, ``url``, published ``md5``/``sha256`` (None if unpublished), exact
+    ``size`` (verified) or ``approx_size`` (upstream's rough figure: progress only, never verified).
+
+    ``subdirs``: folders inside ``resources/<kind>/`` where upstream tools put this file (it is accepted there in
+    place, as well as at ``resources/<kind>/<name>``). ``local``: set by ``source.path``, an extracted upstream
+    file or folder that stands in for the download and is read in place; ``contents`` lists what such a folder
+    must hold, as ``(relative path, "md5:<hex>" | "sha256:<hex>" | None)``.
+    """
 
     name: str
     url: str
@@ -64,6 +89,10 @@ class Archive:
     sha256: str | None = None
     size: int | None = None
     note: str = ""
+    approx_size: int | None = None
+    subdirs: tuple[str, ...] = ()
+    local: str | None = None
+    contents: tuple[tuple[str, str | None], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or self.name in {".", ".."} or "/" in self.name or "\\" in self.name:
@@ -73,8 +102,17 @@ class Archive:
         for algo, value in (("md5", self.md5), ("sha256", self.sha256)):
             if value is not None and not _HEX[algo].fullmatch(value):
                 raise ValueError(f"Archive {self.name!r}: {algo} must be lowercase hex, got {value!r}")
-        if self.size is not None and self.size < 0:
-            raise ValueError(f"Archive {self.name!r}: size must be >= 0, got {self.size}")
+        for key in ("size", "approx_size"):
+            if (value := getattr(self, key)) is not None and value < 0:
+                raise ValueError(f"Archive {self.name!r}: {key} must be >= 0, got {value}")
+        for sub in self.subdirs:
+            if not sub or sub.startswith("/") or ".." in Path(sub).parts:
+                raise ValueError(f"Archive {self.name!r}: subdirs must be relative folders, got {sub!r}")
+        for _, digest in self.contents:
+            if digest is not None:
+                algo, _, value = digest.partition(":")
+                if algo not in _HEX or not _HEX[algo].fullmatch(value):
+                    raise ValueError(f"Archive {self.name!r}: contents digest must be 'md5:<hex>' or 'sha256:<hex>'")
 
     @property
     def checksums(self) -> dict[str, str]:
@@ -86,7 +124,10 @@ class Archive:
         parts = [f"{algo} {value}" for algo, value in self.checksums.items()]
         if self.size is not None:
             parts.append(f"size {self.size} bytes")
-        return ", ".join(parts) if parts else "no published checksum or size"
+        if parts:
+            return ", ".join(parts)
+        approx = f"; upstream gives ~{self.approx_size / 1e9:.1f} GB, approximately" if self.approx_size else ""
+        return f"no published checksum: verified complete (transfer length and a readable file){approx}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -142,11 +183,18 @@ EUROSAT = [
 ]
 
 # MMEarth100k (128x128 px, 100k tiles, ~48 GB) -- vishalned/MMEarth-data bash_scripts/data_100k_128.sh (the
-# data_100k_v001 release; file names match torchgeo/datasets/mmearth.py MMEarth.filenames["MMEarth100k"]).
-# No checksum or size is published for these files: None.
+# data_100k_v001 release; file names match torchgeo/datasets/mmearth.py MMEarth.filenames["MMEarth100k"], which
+# reads them from <root>/data_100k_v001/). No checksum or size is published for these files: None. They are
+# accepted flat in resources/mmearth/ or in resources/mmearth/data_100k_v001/ (subdirs), read in place.
 _MMEARTH_BASE = "https://sid.erda.dk/share_redirect/CoaUojVXzu/"
+MMEARTH_DIR = "data_100k_v001"
 MMEARTH = [
-    Archive(name, _MMEARTH_BASE + name, note=f"MMEarth100k ({what}); place all four files in data_100k_v001/")
+    Archive(
+        name,
+        _MMEARTH_BASE + name,
+        note=f"MMEarth100k ({what}); resources/mmearth/ or resources/mmearth/{MMEARTH_DIR}/",
+        subdirs=(MMEARTH_DIR,),
+    )
     for name, what in (
         ("data_100k_v001.h5", "HDF5 tiles, ~48 GB"),
         ("data_100k_v001_band_stats.json", "per-band statistics"),
@@ -180,13 +228,16 @@ NCT_CRC = [
 ]
 
 # Camelyon17-WILDS v1.0 -- p-lambda/wilds wilds/datasets/camelyon17_dataset.py: _versions_dict["1.0"]
-# ("download_url", "compressed_size"); wilds_dataset.py saves it as archive.tar.gz. WILDS publishes no
-# checksum for it: None (the compressed size is verified instead).
+# ("download_url", "compressed_size"); wilds_dataset.py saves it as archive.tar.gz, extracts it into
+# <root>/camelyon17_v1.0/ (metadata.csv, patches/, RELEASE_v1.0.txt) and deletes it. WILDS publishes no checksum,
+# and its compressed_size is documented as *approximate* (it only drives a progress bar; 10_658_709_504 is a
+# multiple of 4096): never verified. Completeness is: the announced Content-Length arrived, and the whole gzip
+# stream (CRC-32, length) and tar index read to their end.
 CAMELYON17 = [
     Archive(
         "camelyon17_v1.0_archive.tar.gz",
         "https://worksheets.codalab.org/rest/bundles/0xe45e15f39fb54e9d9e919556af67aabe/contents/blob/",
-        size=10_658_709_504,
+        approx_size=10_658_709_504,
         note="Camelyon17-WILDS v1.0 (96x96 patches + metadata.csv; https://wilds.stanford.edu/downloads)",
     )
 ]
@@ -369,17 +420,20 @@ def _no_options(kind: str, options: dict[str, Any], allowed: Iterable[str] = ())
         raise ValueError(f"kind {kind!r} takes no option(s) {extra}" + (f"; options: {allowed}" if allowed else ""))
 
 
-SOURCE_OPTIONS = ("mirror", "checksums")
-"""Options every kind takes: ``mirror`` (a base URL serving the same file names, e.g. an institutional copy)
-and ``checksums`` (``{file name: "sha256:<hex>" | "md5:<hex>"}``: pin the digest of a file you repackaged or
-mirrored yourself; it replaces the published checksum and size of that file)."""
+SOURCE_OPTIONS = ("mirror", "checksums", "path")
+"""Options every kind takes: ``mirror`` (a base URL serving the same file names, e.g. an institutional copy),
+``checksums`` (``{file name: "sha256:<hex>" | "md5:<hex>"}``: pin the digest of a file you repackaged or
+mirrored yourself; it replaces the published checksum and size of that file) and, for the kinds with an
+``in_place`` layout in :data:`splicer.registry.KINDS`, ``path`` (an extracted upstream folder read in place)."""
 
 
 def archives(kind: str, **options: Any) -> list[Archive]:
     """The archives a dataset ``kind`` is built from (options: ``size`` for MedMNIST; ``slides``/``files`` for
-    Orion-CRC; ``mirror``/``checksums`` for any kind, see :data:`SOURCE_OPTIONS`)."""
-    mirror, checksums = options.pop("mirror", None), options.pop("checksums", None)
+    Orion-CRC; ``mirror``/``checksums``/``path`` for any kind, see :data:`SOURCE_OPTIONS`)."""
+    mirror, checksums, path = options.pop("mirror", None), options.pop("checksums", None), options.pop("path", None)
     found = _kind_archives(kind, **options)
+    if path is not None:
+        found = _in_place(kind, found, path)
     if mirror is None and checksums is None:
         return found
     return _redirect(kind, found, mirror, dict(checksums or {}))
@@ -404,8 +458,133 @@ def _redirect(kind: str, found: list[Archive], mirror: str | None, checksums: di
                 )
             digests = {"md5": None, "sha256": None, "size": None, algo: value.lower()}
         note = archive.note + (f" [mirror {mirror}]" if mirror else "")
-        out.append(Archive(archive.name, url, note=note, **digests))
+        out.append(dataclasses.replace(archive, url=url, note=note, **digests))
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Extracted upstream folders read in place (source.path): one layout function per kind, registered as the kind's
+# ``in_place`` in splicer.registry.KINDS: (kind, archives, folder) -> the archives, those found in the folder with
+# ``local`` set (the rest are still downloaded).
+
+
+def _in_place(kind: str, found: list[Archive], path: Any) -> list[Archive]:
+    from splicer.registry import resolve
+
+    entry = _kind(kind)
+    if entry.in_place is None:
+        with_path = sorted(k for k, e in _kinds().items() if e.in_place)
+        raise ValueError(f"kind {kind!r} takes no source.path (kinds read in place from a folder: {with_path})")
+    if not isinstance(path, str | Path) or not str(path):
+        raise ValueError(f"kind {kind!r}: source.path must be a folder, got {path!r}")
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise ValueError(f"kind {kind!r}: source.path {str(path)!r} is not a folder ({root} does not exist)")
+    layout: Callable[[str, list[Archive], Path], list[Archive]] = resolve(entry.in_place)
+    out = layout(kind, found, root)
+    if not any(a.local for a in out):
+        raise ValueError(f"kind {kind!r}: source.path {root} holds none of its files (see the README's table)")
+    return out
+
+
+def _kinds() -> dict[str, Any]:
+    from splicer.registry import KINDS
+
+    return KINDS
+
+
+def _local(archive: Archive, local: Path, *, keep_digests: bool = True, **changes: Any) -> Archive:
+    """``archive`` read in place from ``local`` (its published digests dropped unless they apply to that file)."""
+    if not keep_digests:
+        changes = {"md5": None, "sha256": None, "size": None, **changes}
+    return dataclasses.replace(archive, local=str(local), approx_size=None, **changes)
+
+
+def _first_dir(root: Path, *candidates: str) -> Path | None:
+    return next((root / c for c in candidates if (root / c).is_dir()), None)
+
+
+TORCHVISION_CIFAR10_BATCHES = {
+    # pytorch/vision torchvision/datasets/cifar.py: CIFAR10.train_list + test_list (md5 of each extracted batch)
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+"""torchvision's md5 of every extracted CIFAR-10 python batch (``cifar-10-batches-py/``)."""
+
+
+def mnist_cifar_in_place(kind: str, found: list[Archive], root: Path) -> list[Archive]:
+    """torchvision's ``root``: ``MNIST/raw/`` (the ``.gz`` files, md5-verified, or the extracted idx files next to
+    them, verified by their idx headers) and ``cifar-10-batches-py/`` (each batch md5-verified, as torchvision's
+    ``CIFAR10._check_integrity``) or the kept ``cifar-10-python.tar.gz``. ``root`` may also be ``MNIST/raw``'s or
+    the CIFAR folder's parent as torchvision names them."""
+    raw = _first_dir(root, "MNIST/raw", "raw") or (root if root.name == "raw" else None)
+    cifar_dir = _first_dir(root, "cifar-10-batches-py") or (root if root.name == "cifar-10-batches-py" else None)
+    out = []
+    for archive in found:
+        name = archive.name
+        if name.endswith("-ubyte.gz") and raw is not None:
+            if (raw / name).is_file():
+                archive = _local(archive, raw / name)
+            elif (raw / name[:-3]).is_file():
+                archive = _local(archive, raw / name[:-3], keep_digests=False, note=archive.note + " (extracted idx)")
+        elif name == CIFAR10[0].name:
+            if cifar_dir is not None:
+                contents = tuple((b, f"md5:{m}") for b, m in TORCHVISION_CIFAR10_BATCHES.items())
+                archive = _local(archive, cifar_dir, keep_digests=False, contents=contents)
+            elif (root / name).is_file():
+                archive = _local(archive, root / name)
+        out.append(archive)
+    return out
+
+
+def camelyon17_in_place(kind: str, found: list[Archive], root: Path) -> list[Archive]:
+    """WILDS' extracted ``camelyon17_v1.0/`` (``metadata.csv`` + ``patches/``), or the WILDS ``root_dir`` above it.
+    No digest is published for either: the builder checks that every patch ``metadata.csv`` lists exists."""
+    folder = next((d for d in (root, root / "camelyon17_v1.0") if (d / "metadata.csv").is_file()), None)
+    if folder is None:
+        return found
+    contents = (("metadata.csv", None), ("patches", None))
+    return [_local(a, folder, keep_digests=False, contents=contents) for a in found]
+
+
+EUROSAT_TIF_DIR = "ds/images/remote_sensing/otherDatasets/sentinel_2/tif"
+"""Where torchgeo's ``EuroSAT(root)`` extracts the GeoTIFFs (``EuroSAT.base_dir``), inside ``root``."""
+
+
+def eurosat_in_place(kind: str, found: list[Archive], root: Path) -> list[Archive]:
+    """torchgeo's EuroSAT ``root``: ``EuroSATallBands.zip`` if torchgeo kept it (sha256-verified), else the extracted
+    ``ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/*.tif`` tree (``root`` may be that ``tif``
+    folder itself; the build checks every listed GeoTIFF is there); ``eurosat-{train,val,test}.txt`` from
+    ``root`` (sha256-verified) where present, else downloaded (torchgeo fetches only the lists of the splits it
+    was asked for)."""
+    tif = _first_dir(root, EUROSAT_TIF_DIR) or (root if root.name == "tif" else None)
+    out = []
+    for archive in found:
+        if archive.name.endswith(".zip"):
+            if (root / archive.name).is_file():
+                archive = _local(archive, root / archive.name)
+            elif tif is not None:
+                archive = _local(archive, tif, keep_digests=False, note=archive.note + " (extracted tif/ tree)")
+        elif (root / archive.name).is_file():
+            archive = _local(archive, root / archive.name)
+        out.append(archive)
+    return out
+
+
+def mmearth_in_place(kind: str, found: list[Archive], root: Path) -> list[Archive]:
+    """The folder holding MMEarth's ``data_100k_v001*`` files (``data_100k_v001/``, as its download script and
+    torchgeo lay them out), or its parent; files it lacks are downloaded."""
+    folder = next((d for d in (root, root / MMEARTH_DIR) if (d / f"{MMEARTH_DIR}.h5").is_file()), root)
+    return [_local(a, folder / a.name) if (folder / a.name).is_file() else a for a in found]
+
+
+def medmnist_in_place(kind: str, found: list[Archive], root: Path) -> list[Archive]:
+    """medmnist's ``root`` (default ``~/.medmnist``), which holds the ``<flag>[_<size>].npz`` files (md5-verified)."""
+    return [_local(a, root / a.name) if (root / a.name).is_file() else a for a in found]
 
 
 def _kind(kind: str) -> Any:

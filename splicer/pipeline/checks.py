@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from splicer.pipeline.archives import archive_of, archive_options, archive_targets
@@ -22,7 +23,7 @@ from splicer.pipeline.grid import Run, run_config
 from splicer.pipeline.paths import split_ref
 from splicer.registry import FIGURES, KINDS, LOSSES, METHODS, Layout, resolve
 
-__all__ = ["check_config", "dataset_names", "entry_layouts", "segmented_masks"]
+__all__ = ["check_config", "dataset_names", "entry_layouts", "segment_job_problems", "segmented_masks"]
 
 _UNKNOWN = Layout(None, None, None)
 
@@ -321,4 +322,18 @@ def check_config(config: Mapping) -> list[str]:
         _check_experiment(config, ename, layouts, notes)
     for name, spec in config.get("figures", {}).items():
         _check_figure(config, name, spec, layouts)
+    if problems := segment_job_problems(config):  # a warning here (a dry run still lists the DAG); the segment
+        # rule's onstart hook stops a real run before any job when a segment job of these entries is to run
+        warnings.warn("\n".join(problems.values()), stacklevel=2)
     return notes
+
+
+def segment_job_problems(config: Mapping, data: Iterable[str] | None = None) -> dict[str, str]:
+    """``{entry: message}`` for each ``datasets`` entry (of ``data``; default all) whose pretrained segmenter cannot
+    run here (TIAToolbox not importable and no weights file, or the weights file missing) and that sets no
+    ``fallback``; the message says what to install or where to put the file."""
+    from splicer.segment import unavailable
+
+    names = config["datasets"] if data is None else data
+    found = {d: unavailable(config["datasets"][d]["segment"]) for d in names if "segment" in config["datasets"][d]}
+    return {d: f"config datasets.{d}.segment: {msg}" for d, msg in found.items() if msg}

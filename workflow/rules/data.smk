@@ -1,7 +1,9 @@
 # Raw data -> datasets. Downloads run on the submit host (compute nodes are often offline); a user can also
 # copy the archives into resources/<kind>/ by hand, and they are verified and used without network access.
 # The download rule's output is a verification record beside the archive (resources/<kind>/.verified/), never
-# the archive itself: Snakemake deletes a job's outputs before rerunning it, and must never delete 50 GB.
+# the archive itself: Snakemake deletes a job's outputs before rerunning it, and must never delete 50 GB. With
+# `source: {path: ...}` the record is of an extracted upstream folder verified in place (nothing downloaded);
+# the record names where each archive is, and the build reads it from there.
 
 
 rule download:
@@ -18,11 +20,10 @@ rule download:
     retries: 0
     localrule: True
     conda:
-        "../../envs/data.yaml"
+        "../../envs/download.yaml"
     params:
-        kind="{kind}",
-        file="{file}",
-        source=lambda w: A.archive_options(config, w.kind, w.file),
+        # the archive (URL, digests, where it is read in place) resolved here, so the job imports no medmnist
+        archive=lambda w: A.archive_fields(config, w.kind, w.file),
     script:
         "../scripts/download.py"
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from splicer.data.build import build_data
 from splicer.logs import logged
-from splicer.pipeline.archives import archives_present
+from splicer.pipeline.archives import archive_files
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
-    archives = archives_present(snakemake.input)  # noqa: F821
+    archives = archive_files(snakemake.input)  # noqa: F821
     build_data(snakemake.params.spec, Path(snakemake.output[0]).parent, archives)  # noqa: F821

@@ -30,15 +30,16 @@ class BuildError(ValueError):
         super().__init__(f"{file}: {problem}")
 
 
-def require(files: Mapping[str, Path], name: str, kind: str) -> Path:
-    """The local path of archive ``name``; a clear error if the build was not handed it or it is gone."""
+def require(files: Mapping[str, Path], name: str, kind: str, *, folder_ok: bool = False) -> Path:
+    """The local path of archive ``name`` (with ``folder_ok``, possibly an extracted upstream folder read in place,
+    ``source.path``); a clear error if the build was not handed it or it is gone."""
     if name not in files:
         raise BuildError(
             f"resources/{kind}/{name}",
             f"archive {name!r} of kind {kind!r} was not provided to the build (got {sorted(files)})",
         )
     path = Path(files[name])
-    if not path.is_file():
+    if not (path.is_file() or (folder_ok and path.is_dir())):
         raise BuildError(path, f"archive {name!r} of kind {kind!r} is missing")
     return path
 

@@ -447,8 +447,10 @@ def build_camelyon17(out: Path, files: Mapping[str, Path], params: Mapping, caps
             raise ValueError(f"datasets entry of kind {kind!r}: params.{key} must be a hospital 0-4, got {p[key]!r}")
     if p["test_center"] == p["val_center"]:
         raise ValueError(f"datasets entry of kind {kind!r}: params.test_center and val_center must differ")
-    path = require(files, CAMELYON_ARCHIVE, kind)
+    path = require(files, CAMELYON_ARCHIVE, kind, folder_ok=True)
     out = Path(out)
+    if path.is_dir():  # WILDS' extracted camelyon17_v1.0/, read in place (source.path)
+        return _camelyon_from_folder(out, path, p, caps, seed, size, native)
 
     stream = _TarStream(path)
     try:
@@ -474,37 +476,7 @@ def build_camelyon17(out: Path, files: Mapping[str, Path], params: Mapping, caps
             if member_name in wanted:
                 raise BuildError(where, f"lists {member_name!r} twice")
             wanted[member_name] = row
-        codes = np.repeat(np.arange(3, dtype=np.uint8), [b.size for b in blocks])
-        labels = meta["tumor"][order]
-        counts = {
-            s: {
-                str(c): [int(((meta["center"][b] == c) & (meta["tumor"][b] == k)).sum()) for k in (0, 1)]
-                for c in sorted(set(meta["center"][b].tolist()))
-            }
-            for s, b in zip(SPLITS, blocks, strict=True)
-        }
-        info = {
-            "source": "Camelyon17-WILDS v1.0 (Koh et al. 2021; Bandi et al. 2018)",
-            "archive": CAMELYON_ARCHIVE,
-            **desc,
-            "label_rule": "tumour = WILDS 'tumor' (tumour tissue in the central 32x32 px of the patch)",
-            "patch_size": native,
-            "size": size,
-            "resample": None if size == native else "PIL bilinear (antialiased)",
-            "n_archive": int(meta["tumor"].size),
-            "seed": int(seed),
-            "caps": dict(caps.limits),
-            "counts": counts,
-            "counts_note": "split -> hospital -> [normal, tumour] patches",
-        }
-        meta_out = {
-            "name": "camelyon",
-            "channel_names": CHANNELS,
-            "class_names": CAMELYON_CLASSES,
-            "split_names": SPLITS,
-            "mask_names": [],
-            "info": info,
-        }
+        labels, codes, meta_out = _camelyon_meta(meta, blocks, desc, caps, seed, size, native)
         total = len(wanted)
         with DatasetWriter(out / "camelyon", total, (3, size, size), meta_out) as writer:
 
@@ -534,4 +506,78 @@ def build_camelyon17(out: Path, files: Mapping[str, Path], params: Mapping, caps
                 )
     finally:
         stream.close()
+    return {"camelyon": out / "camelyon"}
+
+
+def _camelyon_meta(
+    meta: dict[str, np.ndarray],
+    blocks: list[np.ndarray],
+    desc: dict[str, Any],
+    caps: Caps,
+    seed: int,
+    size: int,
+    native: int,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Labels and split codes of the chosen rows (in ``blocks`` order) and the dataset's meta.json."""
+    order = np.concatenate(blocks)
+    codes = np.repeat(np.arange(3, dtype=np.uint8), [b.size for b in blocks])
+    labels = meta["tumor"][order]
+    counts = {
+        s: {
+            str(c): [int(((meta["center"][b] == c) & (meta["tumor"][b] == k)).sum()) for k in (0, 1)]
+            for c in sorted(set(meta["center"][b].tolist()))
+        }
+        for s, b in zip(SPLITS, blocks, strict=True)
+    }
+    info = {
+        "source": "Camelyon17-WILDS v1.0 (Koh et al. 2021; Bandi et al. 2018)",
+        "archive": CAMELYON_ARCHIVE,
+        **desc,
+        "label_rule": "tumour = WILDS 'tumor' (tumour tissue in the central 32x32 px of the patch)",
+        "patch_size": native,
+        "size": size,
+        "resample": None if size == native else "PIL bilinear (antialiased)",
+        "n_archive": int(meta["tumor"].size),
+        "seed": int(seed),
+        "caps": dict(caps.limits),
+        "counts": counts,
+        "counts_note": "split -> hospital -> [normal, tumour] patches",
+    }
+    meta_out = {
+        "name": "camelyon",
+        "channel_names": CHANNELS,
+        "class_names": CAMELYON_CLASSES,
+        "split_names": SPLITS,
+        "mask_names": [],
+        "info": info,
+    }
+    return labels, codes, meta_out
+
+
+def _camelyon_from_folder(
+    out: Path, folder: Path, p: Mapping[str, Any], caps: Caps, seed: int, size: int, native: int
+) -> dict[str, Path]:
+    """Dataset ``camelyon`` from WILDS' extracted folder (``metadata.csv`` + ``patches/``): only the chosen patches
+    are opened, straight from their files."""
+    meta_path = folder / "metadata.csv"
+    try:
+        data = meta_path.read_bytes()
+    except OSError as err:
+        raise BuildError(meta_path, f"cannot be read ({err}); expected WILDS' camelyon17_v1.0/metadata.csv") from err
+    meta = _parse_metadata(data, str(meta_path))
+    blocks, desc = _camelyon_plan(meta, p, caps, seed, str(meta_path))
+    labels, codes, meta_out = _camelyon_meta(meta, blocks, desc, caps, seed, size, native)
+    meta_out["info"]["archive"] = str(folder)
+    order = np.concatenate(blocks)
+    with DatasetWriter(out / "camelyon", int(order.size), (3, size, size), meta_out) as writer:
+        for row, i in enumerate(order):
+            patch = folder / _patch_name(meta, int(i))
+            try:
+                raw = patch.read_bytes()
+            except FileNotFoundError:
+                raise BuildError(patch, "is listed in metadata.csv but missing from the folder") from None
+            except OSError as err:
+                raise BuildError(patch, f"cannot be read: {err}") from err
+            writer.write(row, _decode(raw, str(patch), "PNG", native, size), int(labels[row]), int(codes[row]))
+            _progress(row + 1, int(order.size), str(folder))
     return {"camelyon": out / "camelyon"}

@@ -91,13 +91,14 @@ _IDX_MAGIC = {"images": 2051, "labels": 2049}  # 0x0803: ubyte, 3 dims; 0x0801: 
 
 # ------------------------------------------------------------------------------------------------------- readers
 def read_idx(path: str | Path, what: str) -> np.ndarray:
-    """An MNIST idx ubyte file (gzip-compressed): ``what`` = "images" -> (N, 28, 28) uint8, "labels" -> (N,) uint8.
+    """An MNIST idx ubyte file, gzip-compressed (the download) or not (torchvision's extracted ``MNIST/raw/``):
+    ``what`` = "images" -> (N, 28, 28) uint8, "labels" -> (N,) uint8.
 
     Any problem (bad gzip, truncated data, wrong magic number or dimensions) is a :class:`BuildError` naming it.
     """
     path = Path(path)
     try:
-        with gzip.open(path, "rb") as fh:
+        with gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb") as fh:
             raw = fh.read()
     except (OSError, EOFError, zlib.error) as err:
         raise BuildError(path, f"not a readable gzip file ({type(err).__name__}: {err})") from err
@@ -196,16 +197,26 @@ def _parse_batch(raw: bytes, where: str, keep: np.ndarray) -> tuple[np.ndarray, 
 
 
 def read_cifar_batches(path: str | Path, keep: list[int] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The CIFAR-10 python tarball in one pass: ``{"train": (labels, rows), "test": (labels, rows)}`` with the rows
-    (k, 3072) uint8 (R, G, B planes of 32x32) of the labels in ``keep`` (all when None), batches in order.
+    """The CIFAR-10 python tarball in one pass, or torchvision's extracted ``cifar-10-batches-py/`` folder:
+    ``{"train": (labels, rows), "test": (labels, rows)}`` with the rows (k, 3072) uint8 (R, G, B planes of 32x32)
+    of the labels in ``keep`` (all when None), batches in order.
 
     The pickles are read with a restricted unpickler (plain containers and numpy arrays only). A missing,
-    unreadable or malformed member is a :class:`BuildError` naming ``<archive>:<member>``.
+    unreadable or malformed member is a :class:`BuildError` naming ``<archive>:<member>`` (or the batch file).
     """
     path = Path(path)
     keep_arr = np.arange(len(CIFAR10_CLASSES)) if keep is None else np.asarray(keep)
     wanted = {f"{CIFAR_DIR}/{m}": (pool, m) for pool, members in CIFAR_MEMBERS.items() for m in members}
     found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if path.is_dir():
+        for name, (_, member) in wanted.items():
+            batch = path / member
+            try:
+                raw = batch.read_bytes()
+            except OSError as err:
+                raise BuildError(batch, f"cannot be read ({err}); expected torchvision's {CIFAR_DIR}/{member}") from err
+            found[name] = _parse_batch(raw, str(batch), keep_arr)
+        return _pools(found)
     try:
         with tarfile.open(path, "r:gz") as tar:
             for member in tar:
@@ -223,6 +234,11 @@ def read_cifar_batches(path: str | Path, keep: list[int] | None = None) -> dict[
         raise BuildError(path, f"not a readable .tar.gz ({type(err).__name__}: {err})") from err
     if missing := [name for name in wanted if name not in found]:
         raise BuildError(f"{path}:{missing[0]}", f"missing from the archive (missing members: {missing})")
+    return _pools(found)
+
+
+def _pools(found: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The batches of each upstream pool, concatenated in order."""
     out = {}
     for pool, members in CIFAR_MEMBERS.items():
         parts = [found[f"{CIFAR_DIR}/{m}"] for m in members]
@@ -285,7 +301,7 @@ def build_mnist_cifar(out: Path, files: Mapping[str, Path], params: Mapping, cap
     p = _check(params)
     out = Path(out)
     paths = {name: require(files, name, KIND) for pair in MNIST_FILES.values() for name in pair}
-    paths[CIFAR_FILE] = require(files, CIFAR_FILE, KIND)
+    paths[CIFAR_FILE] = require(files, CIFAR_FILE, KIND, folder_ok=True)  # or cifar-10-batches-py/, in place
 
     # labels first; pixels are only cut out for the rows that survive the caps
     mnist_labels = {pool: read_idx(paths[lab], "labels") for pool, (_, lab) in MNIST_FILES.items()}

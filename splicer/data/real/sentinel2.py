@@ -12,9 +12,18 @@ Both builders write the dataset, channel, class and split names of the ``hypersp
   ``torchgeo/datasets/eurosat.py`` ``EuroSAT.base_dir`` and its test-data generator ``tests/data/eurosat/data.py``).
   Members are found by their ``<Class>/<file>.tif`` tail, so another prefix works too; the label is the class
   folder. The ten classes, in torchgeo's (alphabetical folder) order, are :data:`EUROSAT_CLASSES`.
-* Band order inside every GeoTIFF: B01, B02, ..., B12, **B8A last** (phelber/EuroSAT issue #7, adopted by torchgeo
-  PR #2480 / issue #2458: ``EuroSAT.all_band_names = (B01 ... B12, B8A)``). The builder moves B8A after B08.
-  Meta info records ``stored_band_order`` and ``band_order``.
+* Band order inside the upstream GeoTIFFs: B01, B02, ..., B12, **B8A last** (phelber/EuroSAT issue #7, adopted by
+  torchgeo PR #2480 / issue #2458: ``EuroSAT.all_band_names = (B01 ... B12, B8A)``). The builder moves B8A after
+  B08, deciding each file's stored order from what it says: its GeoTIFF band descriptions where present (``B8A``,
+  ``B08A`` or ``B8A (865 nm)``-style names; partial or unreadable descriptions are refused), else the archive's identity
+  (the checksum-pinned upstream ``EuroSATallBands.zip``, its sha256 recomputed by the build), else
+  ``params.stored_band_order``; a file none of these decides (a repackaged zip admitted through
+  ``source.checksums``, which may already hold B01..B08, B8A, ..., B12) is refused with a message naming it, so
+  B12 never lands in the B8A slot silently. Meta info records ``stored_band_order``, ``band_order_from`` (how
+  many files each rule decided) and ``band_order``.
+* Read in place (``source: {path: <torchgeo root>}``): torchgeo's extracted
+  ``ds/images/remote_sensing/otherDatasets/sentinel_2/tif/`` tree is read file by file (no zip); such files carry
+  no band descriptions upstream, so ``params.stored_band_order`` must state their order (or keep the zip there).
 * ``eurosat-{train,val,test}.txt`` (Neumann et al. 2019, arXiv:1911.06721; 16,200 / 5,400 / 5,400 lines) list one
   file name per line with a ``.jpg`` extension (they were written for the RGB JPEG release; torchgeo matches them
   by ``line.strip().replace('.jpg', '.tif')`` against the GeoTIFF base names). The builder matches by the name
@@ -136,6 +145,9 @@ EUROSAT_DEFAULTS: dict[str, Any] = {
     # Sentinel-2 digital numbers per unit reflectance (the L1C quantification value): pixels are stored as
     # round(clip(DN / dn_scale, 0, 1) * 65535), i.e. reflectance * 65535 like the demo.
     "dn_scale": 10000.0,
+    # the order the GeoTIFFs store their 13 bands in, when neither their band descriptions nor the archive's
+    # identity (the checksum-pinned upstream zip: B8A last) tells it; null = refuse such files
+    "stored_band_order": None,
 }
 """Parameters of kind ``eurosat`` (``datasets.<entry>.params``)."""
 
@@ -213,23 +225,53 @@ def _meta(name: str, channels: list[str], split_names: list[str], info: dict[str
 
 
 # ---------------------------------------------------------------------------------------------------- EuroSAT
-def _eurosat_members(zf: zipfile.ZipFile, zip_path: Path) -> dict[str, str]:
-    """Lower-cased file stem (``annualcrop_1``) -> member name, for every ``<Class>/<file>.tif`` in the zip."""
-    members: dict[str, str] = {}
-    for info in zf.infolist():
-        if info.is_dir() or not info.filename.lower().endswith((".tif", ".tiff")):
-            continue
-        stem = info.filename.rsplit("/", 1)[-1].rsplit(".", 1)[0].lower()
-        if stem in members:
-            raise BuildError(zip_path, f"two GeoTIFFs share the name {stem!r}: {members[stem]!r} and {info.filename!r}")
-        members[stem] = info.filename
-    if not members:
-        raise BuildError(
-            zip_path,
-            "holds no .tif files (expected "
-            "ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<k>.tif)",
-        )
-    return members
+class _Tifs:
+    """The EuroSAT GeoTIFFs: members of ``EuroSATallBands.zip`` (never extracted), or the files of torchgeo's
+    extracted ``tif/<Class>/`` tree read in place (``source.path``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.zip: zipfile.ZipFile | None = None
+        if path.is_dir():
+            names = [str(f.relative_to(path)) for f in sorted(path.rglob("*")) if f.is_file()]
+        else:
+            try:
+                self.zip = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError) as err:
+                raise BuildError(path, f"is not a readable zip archive: {err}") from err
+            names = [i.filename for i in self.zip.infolist() if not i.is_dir()]
+        self.members = self._index(names)
+
+    def _index(self, names: list[str]) -> dict[str, str]:
+        """Lower-cased file stem (``annualcrop_1``) -> member name, for every ``<Class>/<file>.tif``."""
+        members: dict[str, str] = {}
+        for name in names:
+            if not name.lower().endswith((".tif", ".tiff")):
+                continue
+            stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0].lower()
+            if stem in members:
+                raise BuildError(self.path, f"two GeoTIFFs share the name {stem!r}: {members[stem]!r} and {name!r}")
+            members[stem] = name
+        if not members:
+            raise BuildError(
+                self.path,
+                "holds no .tif files (expected "
+                "ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<k>.tif)",
+            )
+        return members
+
+    def where(self, member: str) -> str:
+        return f"{self.path}:{member}" if self.zip is not None else str(self.path / member)
+
+    def read(self, member: str) -> bytes:
+        try:
+            return self.zip.read(member) if self.zip is not None else (self.path / member).read_bytes()
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
+            raise BuildError(self.where(member), f"cannot be read (corrupt member or file): {err}") from err
+
+    def close(self) -> None:
+        if self.zip is not None:
+            self.zip.close()
 
 
 def _read_split_list(path: Path) -> list[str]:
@@ -263,15 +305,13 @@ def _member_class(member: str, where: str) -> int:
     return EUROSAT_CLASSES.index(folder)
 
 
-def _read_tif(zf: zipfile.ZipFile, member: str, where: str) -> np.ndarray:
-    """(13, H, W) array of one GeoTIFF member, decoded in memory (the zip is never extracted)."""
+def _read_tif(tifs: _Tifs, member: str) -> tuple[np.ndarray, tuple[str | None, ...]]:
+    """(13, H, W) array of one GeoTIFF, decoded in memory, and its band descriptions (None where absent)."""
     import rasterio
     from rasterio.io import MemoryFile
 
-    try:
-        data = zf.read(member)
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
-        raise BuildError(where, f"cannot be read from the zip (corrupt member): {err}") from err
+    where = tifs.where(member)
+    data = tifs.read(member)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
@@ -282,13 +322,88 @@ def _read_tif(zf: zipfile.ZipFile, member: str, where: str) -> np.ndarray:
                         where, f"has {count} bands, expected {len(EUROSAT_BANDS)} ({', '.join(EUROSAT_BANDS)})"
                     )
                 image = src.read()
+                descriptions = tuple(src.descriptions)
     except BuildError:
         raise
     except (rasterio.errors.RasterioError, OSError, ValueError) as err:
         raise BuildError(where, f"is not a readable GeoTIFF: {err}") from err
     if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
         raise BuildError(where, f"has unsupported pixel type {image.dtype}")
-    return image
+    return image, descriptions
+
+
+_BAND_IN_TEXT = re.compile(r"(?<![A-Za-z0-9])B0?(\d{1,2})(A?)(?![A-Za-z0-9])", re.IGNORECASE)
+
+
+def _described_bands(descriptions: tuple[str | None, ...], where: str) -> list[str] | None:
+    """The stored band order a GeoTIFF's band descriptions give (``B8A`` / ``B08A`` / ``Band B8A (865 nm)``);
+    None when it has none; a BuildError when they are partial, unreadable or not the 13 Sentinel-2 bands."""
+    present = [d for d in descriptions if d and d.strip()]
+    if not present:
+        return None
+    names = []
+    for d in descriptions:
+        found = _BAND_IN_TEXT.findall(d or "")
+        names.append(f"B{int(found[0][0]):02d}{found[0][1].upper()}" if len(found) == 1 else None)
+    if None in names or sorted(names) != sorted(HYPERSPECTRAL_BANDS):
+        raise BuildError(
+            where,
+            f"has band descriptions {list(descriptions)} that do not name the 13 Sentinel-2 bands once each, so "
+            "its band order is ambiguous; fix the descriptions or state the order with params.stored_band_order",
+        )
+    return [str(n) for n in names]
+
+
+class _BandOrder:
+    """Decides each GeoTIFF's stored band order from what the file says: its band descriptions where present, else
+    the archive's identity -- the checksum-pinned upstream ``EuroSATallBands.zip`` is known to store B8A last
+    (:data:`EUROSAT_BANDS`) -- else ``params.stored_band_order``; anything else is refused, naming the file."""
+
+    def __init__(self, tifs: _Tifs, stated: list[str] | None) -> None:
+        self.tifs, self.stated = tifs, stated
+        self._pinned: bool | None = None
+        self.sources: dict[str, int] = {}
+        self.orders: list[list[str]] = []
+
+    def pinned(self) -> bool:
+        """Whether the zip is the upstream archive pinned in :mod:`splicer.data.sources` (its sha256)."""
+        if self._pinned is None:
+            from splicer.data.download import file_digest
+            from splicer.data.sources import EUROSAT
+
+            upstream = next(a for a in EUROSAT if a.name == _EUROSAT_ZIP)
+            self._pinned = self.tifs.zip is not None and file_digest(self.tifs.path) == upstream.sha256
+        return self._pinned
+
+    def __call__(self, descriptions: tuple[str | None, ...], where: str) -> list[str]:
+        described = _described_bands(descriptions, where)
+        if described is not None and self.stated is not None and described != self.stated:
+            raise BuildError(where, f"says its bands are {described}, but params.stored_band_order says {self.stated}")
+        if described is not None:
+            order, source = described, "GeoTIFF band descriptions"
+        elif self.stated is not None:
+            order, source = self.stated, "params.stored_band_order"
+        elif self.pinned():
+            order, source = (
+                [_band_name(b) for b in EUROSAT_BANDS],
+                f"checksum-pinned upstream {_EUROSAT_ZIP} (B8A last)",
+            )
+        else:
+            what = (
+                f"{self.tifs.path.name} is not the checksum-pinned upstream archive"
+                if self.tifs.zip is not None
+                else f"{self.tifs.path} is an extracted folder, not the checksum-pinned upstream archive"
+            )
+            raise BuildError(
+                where,
+                f"has no band descriptions and {what}, so its band order (upstream: B8A last; a repackaged file "
+                "may hold B01..B08, B8A, ..., B12) is ambiguous. State it with params.stored_band_order (e.g. "
+                f"{EUROSAT_BANDS} for files extracted from the upstream zip) or use the upstream archive",
+            )
+        self.sources[source] = self.sources.get(source, 0) + 1
+        if order not in self.orders:
+            self.orders.append(list(order))
+        return list(order)
 
 
 def _nested_caps(caps: Caps, datasets: list[str], rows: np.ndarray, split: str, seed: int) -> dict[str, np.ndarray]:
@@ -323,7 +438,8 @@ def build_eurosat(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
     _positive("eurosat", "dn_scale", p["dn_scale"])
     dn_scale = float(p["dn_scale"])
     out = Path(out)
-    zip_path = require(files, _EUROSAT_ZIP, "eurosat")
+    zip_path = require(files, _EUROSAT_ZIP, "eurosat", folder_ok=True)  # or torchgeo's tif/ tree, in place
+    stated = _stated_order(p["stored_band_order"])
     list_paths = {split: require(files, name, "eurosat") for split, name in _EUROSAT_LISTS.items()}
     lists = {split: _read_split_list(path) for split, path in list_paths.items()}
     owner: dict[str, str] = {}
@@ -333,12 +449,10 @@ def build_eurosat(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
                 raise BuildError(list_paths[split], f"lists {stem!r}, which {list_paths[owner[stem]].name} lists too")
             owner[stem] = split
 
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as err:
-        raise BuildError(zip_path, f"is not a readable zip archive: {err}") from err
-    with zf:
-        members = _eurosat_members(zf, zip_path)
+    tifs = _Tifs(zip_path)
+    with contextlib.closing(tifs):
+        members = tifs.members
+        band_order = _BandOrder(tifs, stated)
         entries: list[tuple[str, int, int]] = []  # (member, label, split code) in split-list order
         for code, split in enumerate(SPLITS):
             for stem in lists[split]:
@@ -347,7 +461,7 @@ def build_eurosat(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
                         list_paths[split], f"lists {stem!r}, which is not in {zip_path.name} ({len(members)} GeoTIFFs)"
                     )
                 member = members[stem]
-                entries.append((member, _member_class(member, f"{zip_path}:{member}"), code))
+                entries.append((member, _member_class(member, tifs.where(member)), code))
         split_codes = np.array([e[2] for e in entries], np.uint8)
 
         names = ["bands13", "rgb"]
@@ -362,10 +476,9 @@ def build_eurosat(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
         if needed.size == 0:
             raise BuildError(zip_path, "no image left to build (empty split lists)")
 
-        reorder = _reorder(EUROSAT_BANDS)
         rgb_idx = [HYPERSPECTRAL_BANDS.index(b) for b in RGB_BANDS]
         first = entries[int(needed[0])][0]
-        shape = _read_tif(zf, first, f"{zip_path}:{first}").shape
+        shape = _read_tif(tifs, first)[0].shape
         counts = {
             name: {split: int((split_codes[rows] == c).sum()) for c, split in enumerate(SPLITS)}
             for name, rows in kept_rows.items()
@@ -374,7 +487,6 @@ def build_eurosat(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
             "source": "EuroSAT MS (Helber et al. 2019), EuroSATallBands.zip",
             "split_lists": "eurosat-{train,val,test}.txt (Neumann et al. 2019, arXiv:1911.06721)",
             "product": "Sentinel-2 L1C (top-of-atmosphere reflectance * 10000), all bands resampled to 10 m",
-            "stored_band_order": EUROSAT_BANDS,
             **_pixel_info(dn_scale),
             "listed_files": len(entries),
             "unlisted_files": len(members) - len(entries),
@@ -405,11 +517,11 @@ def build_eurosat(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
             }
             for row in needed.tolist():
                 member, label, code = entries[row]
-                where = f"{zip_path}:{member}"
-                image = _read_tif(zf, member, where)
+                where = tifs.where(member)
+                image, descriptions = _read_tif(tifs, member)
                 if image.shape != shape:
                     raise BuildError(where, f"has shape {image.shape}, but {first} has {shape}")
-                u16, n_clipped = _to_u16(image[reorder], dn_scale)
+                u16, n_clipped = _to_u16(image[_reorder(band_order(descriptions, where))], dn_scale)
                 clipped += n_clipped
                 if row in position["bands13"]:
                     writers["bands13"].write(position["bands13"][row], u16, label, code)
@@ -420,7 +532,26 @@ def build_eurosat(out: Path, files: Mapping[str, Path], params: Mapping, caps: C
             for name, writer in writers.items():
                 keep = HYPERSPECTRAL_BANDS if name == "bands13" else RGB_BANDS
                 writer.meta["info"]["clipped_fraction"] = {b: fractions[b] for b in keep}
+                orders = band_order.orders
+                writer.meta["info"]["stored_band_order"] = orders[0] if len(orders) == 1 else orders
+                writer.meta["info"]["band_order_from"] = band_order.sources
     return {name: out / name for name in names}
+
+
+def _stated_order(value: Any) -> list[str] | None:
+    """``params.stored_band_order`` (the 13 band names in the order the GeoTIFFs store them), checked."""
+    if value is None:
+        return None
+    try:
+        names = [_band_name(str(b)) for b in value]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"datasets entry of kind 'eurosat': params.stored_band_order: {err}") from None
+    if sorted(names) != sorted(HYPERSPECTRAL_BANDS):
+        raise ValueError(
+            "datasets entry of kind 'eurosat': params.stored_band_order must name the 13 Sentinel-2 bands once each "
+            f"(e.g. {EUROSAT_BANDS}), got {list(value)}"
+        )
+    return names
 
 
 # ---------------------------------------------------------------------------------------------------- MMEarth
