@@ -125,6 +125,13 @@ KINDS: dict[str, Kind] = {
         None,
         SizeHint(50_000, 224, 224, 3, eval_images=50_000),
     ),
+    "multiplex": Kind(  # cell crops of your MCMICRO output folder(s), read in place, any marker panel
+        f"{_REAL}.multiplex:build_multiplex",
+        f"{_REAL}.multiplex:DEFAULTS",
+        ("cells", "pretrain"),
+        None,
+        SizeHint(50_000, 32, 32, 40, 2, eval_images=500_000),
+    ),
     "mnist_cifar": Kind(  # MNIST 0/1 on top of CIFAR car/truck
         f"{_REAL}.mnist_cifar:build_mnist_cifar",
         f"{_REAL}.mnist_cifar:DEFAULTS",
