@@ -224,5 +224,6 @@ FIGURES: dict[str, Figure] = {
     "figS1a": Figure(f"{_PLOTS}.fig3:fig_s1a", ("dataset",)),
     "tableS2": Figure(f"{_PLOTS}.fig4:table_s2", ("probes",), table=True),
     "scorecard": Figure(f"{_PLOTS}.scorecard:scorecard", ("probes",), ("ceilings",), table=True),
+    "umap": Figure(f"{_PLOTS}.umap:fig_umap", ("embeddings",)),  # per-cell embeddings of multiplex slides
 }
 """Figure and table targets (one Snakemake target rule each)."""

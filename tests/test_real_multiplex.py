@@ -70,8 +70,11 @@ def test_build_reads_the_folder_in_place_crops_masks_records_labels(mc: Path, tm
     ground = pd.read_csv(mc / "ground_truth.csv")
     block_asarray(monkeypatch)
     calls = []
-    params = {"drop": DROP, "normalise": "none", "labels": {"csv": str(mc / "ground_truth.csv"), "column": "cell_type",
-                                                             "classes": CELL_TYPES}}  # fmt: skip
+    params = {
+        "drop": DROP,
+        "normalise": "none",
+        "labels": {"csv": str(mc / "ground_truth.csv"), "column": "cell_type", "classes": CELL_TYPES},
+    }
     from splicer.data.real.multiplex import build_multiplex
 
     build_multiplex(tmp_path / "out", {}, params | {"path": str(mc)}, _caps(), 0, progress=lambda *a: calls.append(a))

@@ -187,9 +187,13 @@ def write_sample(
 
 
 def write_mcmicro(
-    out: str | Path, samples: Sequence[str] = ("slide1", "slide2", "slide3"), size: int = 768, spacing: int = 18,
-    seed: int = 0, tile: int = 256,
-) -> Path:  # fmt: skip
+    out: str | Path,
+    samples: Sequence[str] = ("slide1", "slide2", "slide3"),
+    size: int = 768,
+    spacing: int = 18,
+    seed: int = 0,
+    tile: int = 256,
+) -> Path:
     """Write one MCMICRO project folder per sample under ``out`` and ``out/ground_truth.csv``; returns ``out``."""
     out = Path(out)
     truth = [write_sample(out, s, size, spacing, seed + i, tile) for i, s in enumerate(samples)]

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from splicer.pipeline.archives import archive_of, archive_options, archive_targets
-from splicer.pipeline.figures import DATASET_ROLES, TABLE_ROLES, figure_inputs
-from splicer.pipeline.grid import Run, run_config
+from splicer.pipeline.figures import DATASET_ROLES, EMBEDDING_ROLES, TABLE_ROLES, figure_inputs
+from splicer.pipeline.grid import Run, embedding_run, run_config
 from splicer.pipeline.paths import split_ref
 from splicer.registry import FIGURES, KINDS, LOSSES, METHODS
 
@@ -145,11 +145,22 @@ def _check_experiment(config: Mapping, ename: str) -> None:
             raise _fail(f"{where}.runs ({entry['method']}/{entry['pairing']})", str(err)) from None
 
 
+def _check_embedding(config: Mapping, name: str) -> None:
+    """An embedding export names a run of the grid and a dataset of a declared entry."""
+    embedding_run(config, name)
+    spec = config["embeddings"][name]
+    data, dataset = split_ref(config, spec["experiment"], spec["data"])
+    if data not in config["datasets"]:
+        raise _fail(f"embeddings.{name}.data", f"unknown dataset entry {data!r}; defined: {sorted(config['datasets'])}")
+    if (names := dataset_names(config["datasets"][data])) and dataset not in names:
+        raise _fail(f"embeddings.{name}.data", f"entry {data!r} writes datasets {list(names)}, not {dataset!r}")
+
+
 def _check_figure(config: Mapping, name: str, spec: Mapping) -> None:
     if name not in FIGURES:
         raise _fail(f"figures.{name}", f"unknown figure; figures: {list(FIGURES)}")
     figure = FIGURES[name]
-    roles = [r for r in (*TABLE_ROLES, *DATASET_ROLES) if r in spec]
+    roles = [r for r in (*TABLE_ROLES, *DATASET_ROLES, *EMBEDDING_ROLES) if r in spec]
     if missing := [r for r in figure.inputs if r not in roles]:
         raise _fail(f"figures.{name}", f"needs input(s) {missing} (accepts {[*figure.inputs, *figure.optional]})")
     if extra := [r for r in roles if r not in (*figure.inputs, *figure.optional)]:
@@ -173,5 +184,7 @@ def check_config(config: Mapping) -> None:
                 raise _fail(f"datasets.{dname}.source", str(err)) from None
     for ename in config["experiments"]:
         _check_experiment(config, ename)
+    for name in config.get("embeddings", {}):
+        _check_embedding(config, name)
     for name, spec in config.get("figures", {}).items():
         _check_figure(config, name, spec)

@@ -10,6 +10,8 @@ __all__ = [
     "ceiling_sources",
     "data_dir",
     "dataset_path",
+    "embedding_data",
+    "embedding_manifest",
     "eval_manifests",
     "evaluate_args",
     "evaluation_path",
@@ -62,6 +64,18 @@ def eval_manifests(config: Mapping, experiment: str) -> list[str]:
     exp = config["experiments"][experiment]
     datas = {split_ref(config, experiment, spec["data"])[0] for spec in exp["evaluate"].values()}
     return [manifest(config, d) for d in sorted(datas)]
+
+
+def embedding_manifest(config: Mapping, name: str) -> str:
+    """The manifest of embedding export ``name`` (``embeddings/<name>/``: one ``<sample>.h5ad`` per sample)."""
+    return f"{results_root(config)}/embeddings/{name}/manifest.json"
+
+
+def embedding_data(config: Mapping, name: str) -> tuple[str, str]:
+    """(datasets entry, dataset folder) embedding export ``name`` embeds."""
+    spec = config["embeddings"][name]
+    data, _ = split_ref(config, spec["experiment"], spec["data"])
+    return data, dataset_path(config, spec["experiment"], spec["data"])
 
 
 def run_dir(config: Mapping, run: Run) -> str:

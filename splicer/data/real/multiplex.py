@@ -258,8 +258,14 @@ def open_cells(
                 "n_dropped_missing_values": dropped,
                 "n_crop_outside_image": int((~inside).sum()),
             }
-            log.info("%s: %d cells, image %dx%d, %d channels", sample.name, len(table), image.width, image.height,
-                     image.channels)  # fmt: skip
+            log.info(
+                "%s: %d cells, image %dx%d, %d channels",
+                sample.name,
+                len(table),
+                image.width,
+                image.height,
+                image.channels,
+            )
     except BaseException:
         for image in images:
             image.close()
@@ -500,8 +506,15 @@ class Progress:
             self.last = now
             rate = self.done / max(now - self.start, 1e-9)
             left = (self.total - self.done) / rate if rate > 0 else math.inf
-            log.info("%s: %d/%d cells (%.0f%%), %.0f cells/s, %.0f s left", self.what, self.done, self.total,
-                     100.0 * self.done / max(self.total, 1), rate, left)  # fmt: skip
+            log.info(
+                "%s: %d/%d cells (%.0f%%), %.0f cells/s, %.0f s left",
+                self.what,
+                self.done,
+                self.total,
+                100.0 * self.done / max(self.total, 1),
+                rate,
+                left,
+            )
             if self.callback is not None:
                 self.callback(self.done, self.total, rate)
 
@@ -533,8 +546,9 @@ def write_crops(
                 "mask_names": list(table.mask_names),
                 "info": {**plan.info, "samples": sample_names, "quant_markers": list(table.quant_markers)},
             }
-            writer = DatasetWriter(out / plan.name, plan.rows.size, (c, size, size), meta, np.uint16,
-                                   len(table.mask_names))  # fmt: skip
+            writer = DatasetWriter(
+                out / plan.name, plan.rows.size, (c, size, size), meta, np.uint16, len(table.mask_names)
+            )
             writers[plan.name] = writer
             records[plan.name] = _Records(writer.tmp, plan.rows.size, len(table.quant_markers))
             for position, r in enumerate(plan.rows):
@@ -580,8 +594,13 @@ def write_crops(
                         )
             for name, position in targets[int(needed[j])]:
                 plan = by_name[name]
-                writers[name].write(position, crop, int(plan.labels[position]), int(plan.split[position]),
-                                    focal if table.mask_names else None)  # fmt: skip
+                writers[name].write(
+                    position,
+                    crop,
+                    int(plan.labels[position]),
+                    int(plan.split[position]),
+                    focal if table.mask_names else None,
+                )
                 rec = records[name]
                 rec.ids[position] = ids[j]
                 rec.samples[position] = i
@@ -601,10 +620,12 @@ def write_crops(
             for i, s in enumerate(table.samples)
         }
         mask_check = {
-            name: {s.name: {"checked": int(checked[name][i]), "without_own_pixels": int(absent[name][i])}
-                   for i, s in enumerate(table.samples)}
+            name: {
+                s.name: {"checked": int(checked[name][i]), "without_own_pixels": int(absent[name][i])}
+                for i, s in enumerate(table.samples)
+            }
             for name in table.mask_names
-        }  # fmt: skip
+        }
         paths = {}
         for name, writer in writers.items():
             records[name].flush()
@@ -612,8 +633,9 @@ def write_crops(
             if mask_check:
                 writer.meta["info"]["mask_check"] = mask_check
             paths[name] = writer.close()
-        log.info("%s: wrote %s (%d crops read in %.1f s)", out, sorted(paths), len(needed),
-                 time.monotonic() - meter.start)  # fmt: skip
+        log.info(
+            "%s: wrote %s (%d crops read in %.1f s)", out, sorted(paths), len(needed), time.monotonic() - meter.start
+        )
         return paths
     except BaseException:
         for writer in writers.values():
@@ -725,8 +747,9 @@ def build_multiplex(
     channels, quant = resolve_channels(samples, p["keep"], p["drop"], p["common_panel"])
     labels_spec = dict(p["labels"])
     extra = [labels_spec["column"]] if _check_labels(labels_spec) == "column" else []
-    table = open_cells(samples, channels, quant, p["crop_size"], p["cache_mb"] << 20, p["masks"],
-                       p["check_channel_names"], extra)  # fmt: skip
+    table = open_cells(
+        samples, channels, quant, p["crop_size"], p["cache_mb"] << 20, p["masks"], p["check_channel_names"], extra
+    )
     try:
         labels, classes, label_info = cell_labels(table, labels_spec)
         cells = table.cells
@@ -789,12 +812,25 @@ def build_multiplex(
             "per_sample": table.info,
         }
         plans = [
-            Plan("cells", cell_rows, labels[cell_rows], cell_codes, classes, list(SPLITS),
-                 {**info, "dataset": "every kept cell", "class_counts": _counts(labels[cell_rows], cell_codes,
-                                                                                  classes)}),
-            Plan("pretrain", pre, labels[pre], np.zeros(pre.size, np.uint8), classes, ["train"],
-                 {**info, "dataset": f"{pre.size} random cells ({p['pretrain_from']})", "n_pool": int(pool.size)}),
-        ]  # fmt: skip
+            Plan(
+                "cells",
+                cell_rows,
+                labels[cell_rows],
+                cell_codes,
+                classes,
+                list(SPLITS),
+                {**info, "dataset": "every kept cell", "class_counts": _counts(labels[cell_rows], cell_codes, classes)},
+            ),
+            Plan(
+                "pretrain",
+                pre,
+                labels[pre],
+                np.zeros(pre.size, np.uint8),
+                classes,
+                ["train"],
+                {**info, "dataset": f"{pre.size} random cells ({p['pretrain_from']})", "n_pool": int(pool.size)},
+            ),
+        ]
         return write_crops(out, table, plans, ranges, progress)
     finally:
         table.close()

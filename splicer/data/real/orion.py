@@ -376,9 +376,15 @@ def _per_class(name: str, largest: int, available: dict, p: Mapping[str, Any], w
 
 
 def _balanced(
-    labels: np.ndarray, pool: np.ndarray, k: int, group: np.ndarray | None, fractions: np.ndarray, total: int,
-    seed: int, name: str,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    labels: np.ndarray,
+    pool: np.ndarray,
+    k: int,
+    group: np.ndarray | None,
+    fractions: np.ndarray,
+    total: int,
+    seed: int,
+    name: str,
+) -> tuple[np.ndarray, np.ndarray]:
     """Balanced (rows, split codes): ``total`` cells per class, each split its share, class counts equal per split.
 
     ``group`` (split code per cell, by slide) fixes each cell's split; without it cells are split at random
@@ -433,8 +439,15 @@ def build_orion_crc(
     p = _check(params)
     fractions = np.asarray(p["split_fractions"], float)
     slides = _in_place(Path(p["path"]), p["slides"]) if p["path"] is not None else _downloaded(files)
-    table = open_cells(slides, MULTIPLEX_CHANNELS, MULTIPLEX_CHANNELS, p["crop_size"], p["cache_mb"] << 20,
-                       p["masks"], p["check_channel_names"])  # fmt: skip
+    table = open_cells(
+        slides,
+        MULTIPLEX_CHANNELS,
+        MULTIPLEX_CHANNELS,
+        p["crop_size"],
+        p["cache_mb"] << 20,
+        p["masks"],
+        p["check_channel_names"],
+    )
     try:
         coarse, sub, cuts = _gate(table, p)
         keep = table.cells["inside"].to_numpy() if p["edge"] == "skip" else np.ones(len(table.cells), bool)
@@ -454,8 +467,12 @@ def build_orion_crc(
                     "T cell without subtype": int(np.sum((coarse == _T) & (sub == -1) & mine)),
                 },
             }
-            log.info("%s: thresholds %s, counts %s", slide.name, {m: round(v, 2) for m, v in cuts[slide.name].items()},
-                     per_slide[slide.name]["counts"])  # fmt: skip
+            log.info(
+                "%s: thresholds %s, counts %s",
+                slide.name,
+                {m: round(v, 2) for m, v in cuts[slide.name].items()},
+                per_slide[slide.name]["counts"],
+            )
         coarse, sub = np.where(keep, coarse, -1), np.where(keep, sub, -1)
         fine = np.where(coarse == _T, np.where(sub >= 0, 5 + sub, -1), coarse)
 
@@ -534,8 +551,11 @@ def build_orion_crc(
                 else {**balance[name], "balanced": True}
             )
             classes, split_names = kinds[name]
-            plans.append(Plan(name, rows[order], labels[order], codes[order], list(classes), list(split_names),
-                              {**info, **extra}))  # fmt: skip
+            plans.append(
+                Plan(
+                    name, rows[order], labels[order], codes[order], list(classes), list(split_names), {**info, **extra}
+                )
+            )
         return write_crops(Path(out), table, plans)
     finally:
         table.close()
