@@ -277,6 +277,24 @@ def test_evaluation_sets_below_per_class_fail_with_counts_per_split(raw: dict, t
     assert sum(t_cells["class_counts"]["test"].values()) > 0
 
 
+def test_summary_shows_the_per_class_counts_and_the_shortfall(raw: dict, tmp_path: Path) -> None:
+    """The pipeline's summary lists every evaluation set's cells per class and split, and says when per_class was
+    not met and min_per_class accepted fewer."""
+    from splicer.pipeline.tables import summarise
+
+    build_data(spec(SLIDES, {"min_per_class": 20, "n_pretrain": 10}), tmp_path / "out", subset(raw, SLIDES))
+    probes = tmp_path / "probes.csv"
+    probes.write_text("experiment,dataset,method,loss,pairing,seed,task,variant,metric,value,head\n")
+    datasets = {"orion/cell_types": tmp_path / "out" / "cell_types", "orion/t_cells": tmp_path / "out" / "t_cells"}
+    text = summarise([probes], [], demo=False, datasets=datasets)
+    info = load_dataset(tmp_path / "out" / "t_cells").meta["info"]
+    assert "- orion/cell_types -- **33 per class, not the 2000 asked** (accepted by min_per_class 20)" in text
+    assert "| split | tumour | stromal | endothelial | macrophage | B cell | T cell |" in text
+    assert "| train | 20 | 20 | 20 | 20 | 20 | 20 |" in text and "| val | 6 | 6 | 6 | 6 | 6 | 6 |" in text
+    row = info["class_counts"]["test"]
+    assert f"| test | {row['CD4 helper T']} | {row['CD8 cytotoxic T']} | {row['FOXP3 regulatory T']} |" in text
+
+
 def s3_sync_layout(raw: dict, root: Path, slides: list[str]) -> None:
     """The release as ``aws s3 sync s3://lin-2023-orion-crc/data <root>`` leaves it: CRCxx/ folders, each with
     its image, cell table and an identical markers.csv."""

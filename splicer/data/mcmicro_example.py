@@ -96,12 +96,14 @@ def _render(size: int, spacing: int, seed: int) -> tuple[np.ndarray, np.ndarray,
             level = rng.lognormal(np.log(5000), 0.35)
             weight = np.where(rho > 0.7, 1.0, 0.25) if where == "membrane" else np.where(nucleus, 0.3, 1.0)
             signal[channel[marker], py, px] += level * weight
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    af = 600 + 400 * np.sin(xx / size * 5.1 + 0.7) * np.cos(yy / size * 3.7)
-    signal[channel["AF488"]] += af
-    signal += 250.0 + af[None] * 0.15
-    signal += rng.normal(0, 1, signal.shape).astype(np.float32) * np.sqrt(signal) * 2.0
-    image = np.clip(signal, 0, 65535).astype(np.uint16)
+    axis = np.arange(size, dtype=np.float32) / size
+    af = 600 + 400 * np.sin(axis * 5.1 + 0.7)[None, :] * np.cos(axis * 3.7)[:, None]
+    image = np.empty(signal.shape, np.uint16)
+    for c in range(len(PANEL)):  # one channel at a time: a 10^5-cell slide stays within a few GB
+        plane = signal[c]
+        plane += 250.0 + af * (1.15 if PANEL[c] == "AF488" else 0.15)
+        plane += rng.standard_normal(plane.shape, dtype=np.float32) * np.sqrt(plane) * 2.0
+        image[c] = np.clip(plane, 0, 65535)
     return image, cell, nuclei, types
 
 
@@ -117,13 +119,15 @@ def _table(image: np.ndarray, cell: np.ndarray) -> pd.DataFrame:
     for i, marker in enumerate(PANEL):
         sums = np.bincount(labels, weights=image[i].ravel().astype(np.float64), minlength=n + 1)[1:]
         out[marker] = sums[present] / area
-    yy, xx = np.mgrid[0 : cell.shape[0], 0 : cell.shape[1]]
+    h, w = cell.shape
+    ys = np.repeat(np.arange(h, dtype=np.float64), w)  # pixel coordinates in label order (row-major)
+    xs = np.tile(np.arange(w, dtype=np.float64), h)
 
     def moment(values: np.ndarray) -> np.ndarray:
-        return np.bincount(labels, weights=values.ravel().astype(np.float64), minlength=n + 1)[1:][present] / area
+        return np.bincount(labels, weights=values, minlength=n + 1)[1:][present] / area
 
-    cx, cy = moment(xx), moment(yy)
-    sxx, syy, sxy = moment(xx * xx) - cx**2, moment(yy * yy) - cy**2, moment(xx * yy) - cx * cy
+    cx, cy = moment(xs), moment(ys)
+    sxx, syy, sxy = moment(xs * xs) - cx**2, moment(ys * ys) - cy**2, moment(xs * ys) - cx * cy
     common = np.sqrt(((sxx - syy) / 2) ** 2 + sxy**2)
     major = 4 * np.sqrt(np.maximum((sxx + syy) / 2 + common, 0))
     minor = 4 * np.sqrt(np.maximum((sxx + syy) / 2 - common, 0))

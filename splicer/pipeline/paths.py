@@ -14,6 +14,7 @@ __all__ = [
     "embedding_manifest",
     "eval_manifests",
     "evaluate_args",
+    "evaluation_datasets",
     "evaluation_path",
     "manifest",
     "results_root",
@@ -57,6 +58,18 @@ def dataset_path(config: Mapping, experiment: str, dataset: str) -> str:
     """Path of one dataset of an experiment: ``rMNIST`` (its own data) or ``<datasets entry>/<dataset>``."""
     data, name = split_ref(config, experiment, dataset)
     return f"{data_dir(config, data)}/{name}"
+
+
+def evaluation_datasets(config: Mapping) -> dict[str, str]:
+    """Every dataset the experiments evaluate on: ``"<experiment>/<evaluation>"`` -> its folder (each folder once,
+    under its first evaluation)."""
+    out: dict[str, str] = {}
+    for experiment, exp in config["experiments"].items():
+        for name, spec in exp["evaluate"].items():
+            path = dataset_path(config, experiment, spec["data"])
+            if path not in out.values():
+                out[f"{experiment}/{name}"] = path
+    return out
 
 
 def eval_manifests(config: Mapping, experiment: str) -> list[str]:

@@ -7,6 +7,6 @@ from splicer.pipeline.tables import summarise
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
     sm = snakemake  # noqa: F821
-    text = summarise(sm.input.probes, sm.input.ceilings, bool(sm.config.get("demo", False)))
+    text = summarise(sm.input.probes, sm.input.ceilings, bool(sm.config.get("demo", False)), sm.params.datasets)
     Path(sm.output[0]).write_text(text)
     print(text)

@@ -577,9 +577,8 @@ def write_crops(
                 scale(i, raw, crop)
             for k, name in enumerate(table.mask_names):
                 mask = table.masks[i][name]
-                buf = label
-                mask.read(int(top[j]), int(left[j]), size, buf)
-                np.equal(buf[0], ids[j], out=focal[k].view(bool))
+                mask.read(int(top[j]), int(left[j]), size, label)
+                np.equal(label[0], ids[j], out=focal[k].view(bool))
                 checked[name][i] += 1
                 if not focal[k].any():
                     absent[name][i] += 1
@@ -590,7 +589,7 @@ def write_crops(
                             f"labels do not match the {CELL_ID}s of {table.samples[i].table}: {absent[name][i]} of "
                             f"the first {n_checked} cells have no pixel labelled with their {CELL_ID} in their crop "
                             f"(e.g. {CELL_ID} {int(ids[j])} at X={xy[j][0]:.1f}, Y={xy[j][1]:.1f}; labels there: "
-                            f"{np.unique(buf[0])[:8].tolist()}): a mask of another sample or segmentation?",
+                            f"{np.unique(label[0])[:8].tolist()}): a mask of another sample or segmentation?",
                         )
             for name, position in targets[int(needed[j])]:
                 plan = by_name[name]
