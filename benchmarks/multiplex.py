@@ -20,6 +20,7 @@ import os
 import resource
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +31,30 @@ sys.path.insert(0, str(ROOT))
 def _cpu() -> float:
     me = resource.getrusage(resource.RUSAGE_SELF)
     return me.ru_utime + me.ru_stime
+
+
+class _Memory(threading.Thread):
+    """Peak anonymous and file-backed resident memory of this process (``/proc/self/status``), sampled every 0.2 s:
+    memory-mapped dataset pages being written count as file-backed (page cache the kernel can write back and drop),
+    the tile cache, tables and batches as anonymous."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = {"RssAnon": 0, "RssFile": 0}
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in self.peak:
+                    self.peak[key] = max(self.peak[key], int(value.split()[0]))
+            time.sleep(0.2)
+
+    def stop(self) -> dict[str, int]:
+        self.running = False
+        self.join()
+        return {"peak_anon_mb": round(self.peak["RssAnon"] / 1024), "peak_file_mb": round(self.peak["RssFile"] / 1024)}
 
 
 def _size_for(cells: int, spacing: int) -> int:
@@ -45,9 +70,14 @@ def _phase(name: str, args: argparse.Namespace, queue: multiprocessing.Queue) ->
     from splicer.data.mcmicro_example import write_sample
 
     work = args.workdir
+    memory = _Memory()
+    memory.start()
     start, cpu0 = time.perf_counter(), _cpu()
     out: dict = {}
-    if name == "generate":
+    if name == "generate" and args.slide is not None:  # a slide generated before
+        shutil.copytree(args.slide, work / "mc")
+        out = {"reused": str(args.slide)}
+    elif name == "generate":
         size = _size_for(args.cells, args.spacing)
         truth = write_sample(work / "mc", "bench", size=size, spacing=args.spacing, seed=0, tile=1024)
         image = work / "mc" / "bench" / "registration" / "bench.ome.tif"
@@ -87,6 +117,7 @@ def _phase(name: str, args: argparse.Namespace, queue: multiprocessing.Queue) ->
     if "cells" in out:
         out.update({"cells_per_s": round(out["cells"] / seconds), "cells_per_cpu_s": round(out["cells"] / cpu)})
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out.update(memory.stop())
     queue.put(out)
 
 
@@ -99,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--threads", type=int, default=2, help="torch threads of the embedding")
     p.add_argument("--keep", action="store_true", help="keep the generated slide and outputs")
+    p.add_argument("--slide", type=Path, help="reuse the MCMICRO folder of an earlier run (copied)")
     args = p.parse_args(argv)
     shutil.rmtree(args.workdir, ignore_errors=True)
     context = multiprocessing.get_context("spawn")

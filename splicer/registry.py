@@ -192,8 +192,9 @@ KINDS: dict[str, Kind] = {
         f"{_SRC}:medmnist_variants",
     ),
 }
-"""Dataset kinds: ``demo`` (generated, :mod:`splicer.data.demo`), ``folder`` (your images, read in place) and the
-paper's datasets (:mod:`splicer.data.real`, archives in :mod:`splicer.data.sources`)."""
+"""Dataset kinds: ``demo`` (generated, :mod:`splicer.data.demo`), ``folder`` (your images) and ``multiplex`` (your
+MCMICRO output folders), both read in place, and the paper's datasets (:mod:`splicer.data.real`, archives in
+:mod:`splicer.data.sources`; ``orion_crc`` is a preset of ``multiplex``)."""
 
 
 # ----------------------------------------------------------------------------------------------------- figures

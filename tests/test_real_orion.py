@@ -572,3 +572,15 @@ def test_truncated_tile_data_names_the_image(raw: dict, tmp_path: Path) -> None:
         build_data(spec(["CRC01"], {"n_pretrain": 0, "per_class": 0}), tmp_path / "out", list(files.values()))
     assert Path(info.value.file).name == name
     assert not list((tmp_path / "out").glob("*/meta.json")) and not list((tmp_path / "out").glob("*.tmp-*"))
+
+
+def test_layout_declares_the_channels_and_needs_slides_or_a_folder() -> None:
+    """What the config checks can know before any build (the registry's Kind.layout hook, issue 13)."""
+    from splicer.data.real.orion import layout
+
+    declared = layout({"kind": "orion_crc", "source": {"slides": ["CRC01"]}, "params": {"crop_size": 48}})
+    assert set(declared) == {"pretrain", "cell_types", "t_cells"}
+    assert declared["t_cells"].channels == tuple(MULTIPLEX_CHANNELS) and declared["t_cells"].size == (48, 48)
+    assert layout({"kind": "orion_crc", "params": {"path": "/data/orion"}})["pretrain"].masks == ()
+    with pytest.raises(ValueError, match=r"source\.slides.*params\.path"):
+        layout({"kind": "orion_crc"})

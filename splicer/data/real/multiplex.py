@@ -17,8 +17,8 @@ several of them (one per sample), or a list of such folders (``params.path``). O
 Each quantification table is one *sample* (MCMICRO names the project folder after its sample; a TMA gives one
 table per core). The pre-2022 name ``<method>-<sample>_cell.csv`` is accepted too. With several segmentation
 methods in a project, ``params.segmentation`` picks one. Nothing is copied: pixels are read lazily, tile by tile
-(never a whole page), through a byte-bounded LRU cache of decoded tiles (:class:`LazyImage`), visiting cells in
-(sample, tile row, tile column) order so that neighbouring crops reuse decoded tiles.
+(never a whole page), through a byte-bounded LRU cache of decoded tiles (:mod:`splicer.data.real.tiles`), visiting
+cells in (sample, tile row, tile column) order so that neighbouring crops reuse decoded tiles.
 
 Channels: the markers of ``markers.csv``, filtered by ``params.keep`` and ``params.drop`` (names or fnmatch
 patterns such as ``"DNA_[2-9]"``, ``"*_background"``, ``"AF*"``), in panel order (or in ``keep``'s order). Every
@@ -36,7 +36,7 @@ CellID in its crop is counted; more than 10 % of them (checked from the 200th ce
 
 Normalisation (``normalise``): ``"percentile"`` (default; the norm for multiplex data) clips every marker of every
 sample (slide) to its [p_lo, p_hi] pixel percentiles (``percentiles``, default 1 and 99.9) and scales that range to
-0..65535. The percentiles are estimated on the sample's level-0 pixels under up to ``norm_tiles`` (32) tiles
+0..65535. The percentiles are estimated on 2^20 level-0 pixels drawn at random from up to ``norm_tiles`` (32) tiles
 holding randomly chosen cells (so tissue, not empty glass, decides them); the values used are recorded per sample
 and marker in ``meta.info.normalisation``. ``"none"`` keeps the stored intensities.
 
@@ -411,30 +411,32 @@ def _csv_labels(table: CellTable, spec: Mapping[str, Any]) -> tuple[np.ndarray, 
 
 # --------------------------------------------------------------------------------------------- normalising
 def percentile_ranges(
-    table: CellTable, rows: np.ndarray, percentiles: Sequence[float], n_tiles: int, seed: int
+    table: CellTable, rows: np.ndarray, percentiles: Sequence[float], n_tiles: int, seed: int, pixels: int = 1 << 20
 ) -> dict[str, dict[str, list[float]]]:
-    """Per sample and crop channel, the [lo, hi] pixel percentiles over up to ``n_tiles`` level-0 tiles that hold
-    randomly chosen cells (of ``rows``): tissue decides, not the empty glass around it."""
+    """Per sample and crop channel, the [lo, hi] pixel percentiles of ``pixels`` level-0 pixels drawn at random from
+    up to ``n_tiles`` tiles that hold randomly chosen cells (of ``rows``): tissue decides, not the glass around it;
+    a few MB whatever the tile size."""
     out = {}
     sample_of = table.cells["sample"].to_numpy()
     xs = np.floor(table.cells["X_centroid"].to_numpy()).astype(np.int64)
     ys = np.floor(table.cells["Y_centroid"].to_numpy()).astype(np.int64)
     for i, sample in enumerate(table.samples):
         image = table.images[i]
+        rng = stable_rng(seed, KIND, "normalise", sample.name)
         mine = rows[sample_of[rows] == i]
-        order = stable_rng(seed, KIND, "normalise", sample.name).permutation(mine.size)
-        tiles: list[int] = []
-        for r in mine[order]:
-            t = image.tile_of(int(ys[r]), int(xs[r]))
-            if t not in tiles:
-                tiles.append(t)
-                if len(tiles) >= n_tiles:
-                    break
-        if not tiles:
+        mine = mine[rng.permutation(mine.size)]
+        under = (ys[mine] // image.tile_h) * image.nx + xs[mine] // image.tile_w  # tile under each cell, in order
+        _, first = np.unique(under, return_index=True)
+        tiles = under[np.sort(first)][:n_tiles]
+        if not tiles.size:
             out[sample.name] = {c: [0.0, 1.0] for c in table.channels}
             continue
-        pixels = np.concatenate([image.tile(t).reshape(len(table.channels), -1) for t in tiles], axis=1)
-        lo, hi = np.percentile(pixels, percentiles, axis=1)
+        per_tile = max(1, pixels // tiles.size)
+        drawn = []
+        for t in tiles:
+            flat = image.tile(int(t)).reshape(len(table.channels), -1)
+            drawn.append(flat[:, rng.choice(flat.shape[1], size=min(per_tile, flat.shape[1]), replace=False)])
+        lo, hi = np.percentile(np.concatenate(drawn, axis=1), percentiles, axis=1)
         hi = np.maximum(hi, lo + 1.0)
         out[sample.name] = {c: [float(a), float(b)] for c, a, b in zip(table.channels, lo, hi, strict=True)}
     return out
@@ -535,7 +537,11 @@ def write_crops(
     sample_names = [s.name for s in table.samples]
     writers: dict[str, DatasetWriter] = {}
     records: dict[str, _Records] = {}
-    targets: dict[int, list[tuple[str, int]]] = {}
+    # row of every cell in every dataset (-1: not in it): 8 bytes per cell and dataset, not a Python object each
+    position = np.full((len(table.cells), len(plans)), -1, np.int64)
+    for plan in plans:
+        if np.unique(plan.rows).size != plan.rows.size or [p.name for p in plans].count(plan.name) > 1:
+            raise ValueError(f"dataset {plan.name!r}: a cell is planned twice, or two datasets share the name")
     try:
         for plan in plans:
             meta = {
@@ -551,10 +557,8 @@ def write_crops(
             )
             writers[plan.name] = writer
             records[plan.name] = _Records(writer.tmp, plan.rows.size, len(table.quant_markers))
-            for position, r in enumerate(plan.rows):
-                targets.setdefault(int(r), []).append((plan.name, position))
-        by_name = {plan.name: plan for plan in plans}
-        needed = np.array(sorted(targets), np.int64)
+            position[plan.rows, len(writers) - 1] = np.arange(plan.rows.size)
+        needed = np.flatnonzero((position >= 0).any(axis=1))
         cells = table.cells
         sl, top, left = (cells[k].to_numpy()[needed] for k in ("sample", "top", "left"))
         ids = cells[CELL_ID].to_numpy()[needed]
@@ -591,20 +595,18 @@ def write_crops(
                             f"(e.g. {CELL_ID} {int(ids[j])} at X={xy[j][0]:.1f}, Y={xy[j][1]:.1f}; labels there: "
                             f"{np.unique(label[0])[:8].tolist()}): a mask of another sample or segmentation?",
                         )
-            for name, position in targets[int(needed[j])]:
-                plan = by_name[name]
-                writers[name].write(
-                    position,
-                    crop,
-                    int(plan.labels[position]),
-                    int(plan.split[position]),
-                    focal if table.mask_names else None,
+            for k, plan in enumerate(plans):
+                row = int(position[needed[j], k])
+                if row < 0:
+                    continue
+                writers[plan.name].write(
+                    row, crop, int(plan.labels[row]), int(plan.split[row]), focal if table.mask_names else None
                 )
-                rec = records[name]
-                rec.ids[position] = ids[j]
-                rec.samples[position] = i
-                rec.centroids[position] = xy[j]
-                rec.means[position] = table.means[needed[j]]
+                rec = records[plan.name]
+                rec.ids[row] = ids[j]
+                rec.samples[row] = i
+                rec.centroids[row] = xy[j]
+                rec.means[row] = table.means[needed[j]]
             meter.step()
         for name in table.mask_names:
             for i, s in enumerate(table.samples):
