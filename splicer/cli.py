@@ -5,6 +5,7 @@ Each subcommand takes a config and paths, so a Snakemake rule is one line and a 
     splicer make-demo mnist_cifar --out data/demo --seed 0
     splicer pretrain --config run.yaml --data data/demo/pretrain --out runs/splicer -s train.epochs=5
     splicer embed --encoder runs/splicer/encoder.pt --data data/demo/rMNIST --out feats.npz
+    splicer embed --encoder runs/mine/encoder.pt --data data/mine/cells --out embeddings/ --format h5ad
     splicer probe --features feats.npz --out probe.json
     splicer spectrum --features feats.npz --out spectrum.csv
     splicer correlate --features feats.npz --data data/demo/t_cells --out corr.json
@@ -96,9 +97,16 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("embed", help="embed a dataset with a frozen encoder")
     s.add_argument("--encoder", required=True)
     s.add_argument("--data", required=True)
-    s.add_argument("--out", required=True, help="features .npz")
+    s.add_argument("--out", required=True, help="features .npz, or (--format h5ad) a folder for <sample>.h5ad files")
     s.add_argument("--device", default="cpu")
     s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument(
+        "--format",
+        choices=["npz", "h5ad"],
+        default="npz",
+        help="npz: features, labels, splits; h5ad: one AnnData per sample (multiplex cells: obs by CellID, X the "
+        "marker means, obsm X_splicer and spatial)",
+    )
 
     s = sub.add_parser("probe", help="linear / MLP probe: train on train, select on val, score on test")
     s.add_argument("--features", required=True)
@@ -162,7 +170,7 @@ def _run(args: argparse.Namespace) -> object:
             encoder, evals, args.evaluate_out, args.spectrum, args.correlate, args.head, seed, args.device
         )
     if args.command == "embed":
-        return str(run.embed_dataset(args.encoder, args.data, args.out, args.device, args.batch_size))
+        return str(run.embed_dataset(args.encoder, args.data, args.out, args.device, args.batch_size, args.format))
     if args.command == "probe":
         return run.probe_features(args.features, args.out, head=args.head, seed=args.seed, device=args.device)
     if args.command == "spectrum":

@@ -14,11 +14,26 @@ given as integer indices. Every component maps ``(x: (N, C, H, W), masks: (N, M,
 of component images and reports its output shape, which decides the encoder built for it.
 :func:`check_components` checks a ``components`` section against what a dataset will hold before it exists
 (the pipeline's config checks).
+
+**Panels** (a shorthand for many channel components: a 40-marker panel without 40 entries)::
+
+    markers: {type: panel}                                          # one component per channel
+    markers: {type: panel, channels: ["CD*", Pan-CK], exclude: ["DNA_*", "*background*"]}
+    groups:  {type: panel, groups: {lineage: [CD45, CD3e, CD20, Pan-CK], functional: [Ki67, "PD-*"]}}
+
+``channels``/``exclude``/``groups`` hold channel names or fnmatch patterns (each must match a channel). A panel
+expands (:func:`expand_panels`) into channel components named ``<panel>:<channel>`` (one per channel, in the
+dataset's channel order) or ``<panel>:<group>`` (one per group, in the order given), and a pairing that names the
+panel pairs all of them, in that order: ``pairings: {per_marker: [markers]}`` or ``[groups, view]``. It works for
+any dataset with named channels (multiplex markers, spectral bands). Panels expand where the channel names are
+known: when the run is built from its dataset, and in the pipeline's config checks when the dataset kind declares
+its channels beforehand.
 """
 
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -34,6 +49,7 @@ __all__ = [
     "build_component",
     "build_components",
     "check_components",
+    "expand_panels",
 ]
 
 Shape = tuple[int, int, int]
@@ -195,12 +211,13 @@ def _fill(spec: Mapping, where: str) -> float:
 
 
 _KEYS = {
+    "panel": {"type", "channels", "exclude", "groups"},
     "channels": {"type", "channels"},
     "region": {"type", "rows", "cols", "mode", "fill"},
     "mask": {"type", "mask", "invert", "fill"},
     "chain": {"type", "steps"},
 }
-_REQUIRED = {"channels": ("channels",), "region": ("rows",), "mask": ("mask",), "chain": ("steps",)}
+_REQUIRED = {"panel": (), "channels": ("channels",), "region": ("rows",), "mask": ("mask",), "chain": ("steps",)}
 
 
 def _build(
@@ -221,6 +238,8 @@ def _build(
         )
     if missing := [k for k in _REQUIRED[kind] if k not in spec]:
         raise ValueError(f"{where}: a {kind!r} component needs {missing}")
+    if kind == "panel":
+        raise ValueError(f"{where}: a panel stands for several components; expand it first (expand_panels)")
     if kind == "channels":
         return ChannelComponent(_resolve(spec["channels"], channel_names, "channel", where))
     if kind == "region":
@@ -263,7 +282,8 @@ def build_component(
 def build_components(
     specs: Mapping[str, Mapping], channel_names: Sequence[str], mask_names: Sequence[str] = ()
 ) -> dict[str, Component]:
-    """Build every named component of a config section ``components: {name: spec}``."""
+    """Build every named component of a config section ``components: {name: spec}`` (panels expanded)."""
+    specs, _ = expand_panels(specs, [], channel_names)
     return {
         name: build_component(spec, channel_names, mask_names, where=f"components.{name}")
         for name, spec in specs.items()
@@ -297,3 +317,69 @@ def check_components(
         if channel_names is not None:
             shapes[name] = shape
     return shapes
+
+
+def _members(patterns: object, names: Sequence[str], where: str) -> list[str]:
+    """Channel names matching ``patterns`` (names or fnmatch patterns), pattern by pattern, each at most once."""
+    if isinstance(patterns, str) or not isinstance(patterns, Sequence) or not patterns:
+        raise ValueError(f"{where}: expected a non-empty list of channel names or patterns, got {patterns!r}")
+    out: list[str] = []
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(f"{where}: {pattern!r} is not a channel name or pattern")
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            raise ValueError(f"{where}: {pattern!r} matches no channel; the dataset has {list(names)}")
+        out += [h for h in hits if h not in out]
+    return out
+
+
+def _panel(name: str, spec: Mapping, channel_names: Sequence[str]) -> dict[str, dict]:
+    """The channel components a panel stands for, ``{"<panel>:<member>": {type: channels, channels: [...]}}``."""
+    where = f"components.{name}"
+    if unknown := set(spec) - _KEYS["panel"]:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)} for a 'panel' component")
+    if "groups" in spec and "channels" in spec:
+        raise ValueError(f"{where}: a panel takes channels (one component each) or groups (one per group), not both")
+    excluded = set(_members(spec["exclude"], channel_names, f"{where}.exclude")) if spec.get("exclude") else set()
+    if "groups" in spec:
+        groups = spec["groups"]
+        if not isinstance(groups, Mapping) or not groups:
+            raise ValueError(f"{where}.groups: expected {{group name: [channels]}}, got {groups!r}")
+        members = {
+            str(g): [c for c in _members(v, channel_names, f"{where}.groups.{g}") if c not in excluded]
+            for g, v in groups.items()
+        }
+    else:
+        chosen = _members(spec.get("channels", ["*"]), channel_names, f"{where}.channels")
+        members = {c: [c] for c in channel_names if c in chosen and c not in excluded}
+    if empty := [g for g, v in members.items() if not v]:
+        raise ValueError(f"{where}: group(s) {empty} keep no channel after exclude")
+    if not members:
+        raise ValueError(f"{where}: the panel keeps no channel")
+    return {f"{name}:{member.replace('.', '_')}": {"type": "channels", "channels": v} for member, v in members.items()}
+
+
+def expand_panels(
+    specs: Mapping[str, Mapping], inputs: Sequence[str], channel_names: Sequence[str] | None
+) -> tuple[dict[str, Mapping], list[str]]:
+    """Components and paired inputs with every ``panel`` replaced by the channel components it stands for (and a
+    panel named in ``inputs`` by all of them, in order). Without ``channel_names`` (not known yet) everything is
+    returned unchanged."""
+    if channel_names is None or not any(
+        isinstance(spec, Mapping) and spec.get("type") == "panel" for spec in specs.values()
+    ):
+        return dict(specs), list(inputs)
+    out: dict[str, Mapping] = {}
+    expanded: dict[str, list[str]] = {}
+    for name, spec in specs.items():
+        if isinstance(spec, Mapping) and spec.get("type") == "panel":
+            parts = _panel(name, spec, channel_names)
+            expanded[name] = list(parts)
+            out.update(parts)
+        else:
+            out[name] = spec
+    clashes = [n for parts in expanded.values() for n in parts if n in specs]
+    if clashes:
+        raise ValueError(f"components: panel components {clashes} clash with components of the same name")
+    return out, [m for i in inputs for m in expanded.get(i, [i])]

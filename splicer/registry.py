@@ -147,6 +147,13 @@ KINDS: dict[str, Kind] = {
         SizeHint(50_000, 224, 224, 3, eval_images=50_000),
         layout=f"{_REAL}.folder:layout",
     ),
+    "multiplex": Kind(  # cell crops of your MCMICRO output folder(s), read in place, any marker panel
+        f"{_REAL}.multiplex:build_multiplex",
+        f"{_REAL}.multiplex:DEFAULTS",
+        ("cells", "pretrain"),
+        None,
+        SizeHint(50_000, 32, 32, 40, 2, eval_images=500_000),
+    ),
     "mnist_cifar": Kind(  # MNIST 0/1 on top of CIFAR car/truck
         f"{_REAL}.mnist_cifar:build_mnist_cifar",
         f"{_REAL}.mnist_cifar:DEFAULTS",
@@ -221,8 +228,9 @@ KINDS: dict[str, Kind] = {
         in_place=f"{_SRC}:medmnist_in_place",
     ),
 }
-"""Dataset kinds: ``demo`` (generated, :mod:`splicer.data.demo`), ``folder`` (your images, read in place) and the
-paper's datasets (:mod:`splicer.data.real`, archives in :mod:`splicer.data.sources`)."""
+"""Dataset kinds: ``demo`` (generated, :mod:`splicer.data.demo`), ``folder`` (your images) and ``multiplex`` (your
+MCMICRO output folders), both read in place, and the paper's datasets (:mod:`splicer.data.real`, archives in
+:mod:`splicer.data.sources`; ``orion_crc`` is a preset of ``multiplex``)."""
 
 
 # ----------------------------------------------------------------------------------------------------- figures
@@ -255,5 +263,6 @@ FIGURES: dict[str, Figure] = {
     "scorecard": Figure(
         f"{_PLOTS}.scorecard:scorecard", ("probes",), ("ceilings", "spectra", "correlations"), table=True
     ),
+    "umap": Figure(f"{_PLOTS}.umap:fig_umap", ("embeddings",)),  # per-cell embeddings of multiplex slides
 }
 """Figure and table targets (one Snakemake target rule each)."""

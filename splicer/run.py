@@ -140,14 +140,13 @@ def _fuse(setting: bool | str, device: str) -> bool:
 def build_model(cfg: Mapping, channel_names: list[str], mask_names: list[str], input_shape: tuple[int, int, int]):
     """Build the :class:`~splicer.methods.SSLModel` a validated run config describes, for one dataset's shape."""
     from splicer.augment import AugmentConfig, BatchAugment
-    from splicer.components import build_components
+    from splicer.components import build_components, expand_panels
     from splicer.methods import SSLModel, build_pairing
 
     method, model = cfg["method"], cfg["model"]
-    pairing = build_pairing(
-        method["name"], list(method["inputs"]), method["loss"], int(model["embed_dim"]), **method["options"]
-    )
-    components = build_components(cfg["components"], channel_names, mask_names)
+    specs, inputs = expand_panels(cfg["components"], list(method["inputs"]), channel_names)  # panels: per channel
+    pairing = build_pairing(method["name"], inputs, method["loss"], int(model["embed_dim"]), **method["options"])
+    components = build_components(specs, channel_names, mask_names)
     return SSLModel(
         pairing,
         components,
@@ -246,9 +245,22 @@ def _pretrain(cfg: Mapping, dataset_dir: str | Path, out_dir: str | Path, split:
 
 
 def embed_dataset(
-    encoder_path: str | Path, dataset_dir: str | Path, out_path: str | Path, device: str = "cpu", batch_size: int = 256
+    encoder_path: str | Path,
+    dataset_dir: str | Path,
+    out_path: str | Path,
+    device: str = "cpu",
+    batch_size: int = 256,
+    format: str = "npz",
 ) -> Path:
-    """Embed every image of a dataset with a frozen encoder; saves features, labels, split and channel means."""
+    """Embed every image of a dataset with a frozen encoder; saves features, labels, split and channel means
+    (``npz``), or, for a dataset of multiplex cells, one AnnData file per sample into the folder ``out_path``
+    (``h5ad``, :func:`splicer.export.export_h5ad`; returns its manifest)."""
+    if format == "h5ad":
+        from splicer.export import export_h5ad
+
+        return export_h5ad(encoder_path, dataset_dir, out_path, device=device, batch_size=batch_size)
+    if format != "npz":
+        raise ValueError(f"unknown embedding format {format!r}; choose 'npz' or 'h5ad'")
     from splicer.data.format import load_dataset
     from splicer.evaluate import check_input, embed
 

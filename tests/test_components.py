@@ -89,3 +89,96 @@ def test_chain_composes():
 def test_bad_specs_name_the_fault(spec, message):
     with pytest.raises(ValueError, match=message):
         build_components({"bad": spec}, CHANNELS, ["nuclei"])
+
+
+# ------------------------------------------------------------------------------------------------------ panels
+PANEL = ["DNA_1", "AF488", "CD45", "CD3e", "CD4", "CD8a", "Pan-CK", "CD45.1", "DNA_2"]
+
+
+def test_panel_expands_to_one_component_per_channel_in_channel_order():
+    from splicer.components import expand_panels
+
+    specs = {"markers": {"type": "panel", "exclude": ["DNA_*", "AF*"]}, "dna": {"type": "channels", "channels": [0]}}
+    out, inputs = expand_panels(specs, ["view", "markers", "dna"], PANEL)
+    names = ["markers:CD45", "markers:CD3e", "markers:CD4", "markers:CD8a", "markers:Pan-CK", "markers:CD45_1"]
+    assert list(out) == [*names, "dna"] and inputs == ["view", *names, "dna"]
+    assert out["markers:CD45_1"] == {"type": "channels", "channels": ["CD45.1"]}  # '.' would break module names
+    chosen, _ = expand_panels({"m": {"type": "panel", "channels": ["CD8a", "CD4"]}}, [], PANEL)
+    assert list(chosen) == ["m:CD4", "m:CD8a"]  # channel order, not pattern order
+    comps = build_components(specs, PANEL)
+    x = torch.arange(2 * 9 * 4 * 4, dtype=torch.float32).reshape(2, 9, 4, 4)
+    assert torch.equal(comps["markers:CD8a"](x), x[:, 5:6]) and len(comps) == 7
+
+
+def test_panel_groups_follow_the_given_order_and_accept_patterns():
+    from splicer.components import expand_panels
+
+    groups = {"lineage": ["CD45*", "Pan-CK"], "t_cells": ["CD3e", "CD4", "CD8a"], "dna": ["DNA_*"]}
+    out, inputs = expand_panels({"g": {"type": "panel", "groups": groups, "exclude": ["CD45.1"]}}, ["g"], PANEL)
+    assert inputs == ["g:lineage", "g:t_cells", "g:dna"]
+    assert out["g:lineage"]["channels"] == ["CD45", "Pan-CK"] and out["g:dna"]["channels"] == ["DNA_1", "DNA_2"]
+    comp = build_components(out, PANEL)["g:t_cells"]
+    assert comp.out_shape((9, 8, 8)) == (3, 8, 8)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"type": "panel", "channels": ["CD99*"]}, r"components\.p\.channels: 'CD99\*' matches no channel"),
+        ({"type": "panel", "exclude": ["*"]}, "keeps no channel"),
+        ({"type": "panel", "groups": {"a": ["CD4"]}, "channels": ["CD4"]}, "not both"),
+        ({"type": "panel", "groups": {"a": ["DNA_1"]}, "exclude": ["DNA*"]}, r"group\(s\) \['a'\] keep no channel"),
+        ({"type": "panel", "groups": []}, "groups: expected"),
+        ({"type": "panel", "marker": ["CD4"]}, r"unknown key\(s\) \['marker'\]"),
+    ],
+)
+def test_bad_panels_name_the_key(spec, message):
+    from splicer.components import expand_panels
+
+    with pytest.raises(ValueError, match=message):
+        expand_panels({"p": spec}, ["p"], PANEL)
+
+
+def test_panels_wait_for_channel_names_and_build_a_model_when_the_run_starts(monkeypatch):
+    from splicer.components import expand_panels
+    from splicer.config import validate_run_config
+    from splicer.pipeline import grid as G
+    from splicer.run import build_model
+
+    specs = {"markers": {"type": "panel", "exclude": ["DNA_*"]}}
+    assert expand_panels(specs, ["markers"], None) == (specs, ["markers"])  # unknown channels: unchanged
+    config = {
+        "datasets": {"mine": {"kind": "multiplex", "params": {"path": "/nowhere"}}},
+        "experiments": {
+            "e": {
+                "data": "mine",
+                "pretrain": "pretrain",
+                "components": specs,
+                "pairings": {"all": ["markers"]},
+                "runs": [{"method": "splicer", "pairing": "all", "options": {"include_view": True}}],
+            }
+        },
+        "losses": ["vicreg"],
+        "seeds": [0],
+        "device": "cpu",
+    }
+    run = G.Run("e", "splicer", "all", "vicreg", 0)
+    assert G.run_config(config, run)["method"]["inputs"] == ["markers"]  # channels not declared: at run time
+    monkeypatch.setattr(G, "known_channels", lambda config, experiment: PANEL)
+    declared = G.run_config(config, run)
+    assert declared["method"]["inputs"] == [f"markers:{c.replace('.', '_')}" for c in PANEL if not c.startswith("DNA")]
+    model_section = {
+        "encoder": {"arch": "resnet", "base_width": 4, "blocks": [1]},
+        "projector_hidden": [16],
+        "embed_dim": 56,  # 8 chunks of 7: the view and seven markers
+        "fuse": False,
+    }
+    cfg = validate_run_config({**declared, "model": model_section})
+    monkeypatch.setattr(G, "known_channels", lambda config, experiment: None)
+    cfg_runtime = validate_run_config({**G.run_config(config, run), "model": cfg["model"]})
+    assert cfg_runtime["method"]["inputs"] == ["markers"]
+    for c in (cfg, cfg_runtime):  # expanded at config time or when the model is built: the same model
+        model = build_model(c, PANEL, [], (9, 16, 16))
+        assert [b.name for b in model.pairing.branches] == ["view", *declared["method"]["inputs"]]
+        loss, _ = model.training_loss(torch.rand(4, 9, 16, 16), None, torch.Generator().manual_seed(0))
+        assert torch.isfinite(loss)

@@ -215,7 +215,42 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         masks=masks,
         mask_names=["lungs"],
     )
+    paths["embeddings"] = _embedding_export(root / "embeddings" / "mine", rng)
     return paths
+
+
+def _embedding_export(folder: Path, rng: np.random.Generator) -> Path:
+    """An embedding export as splicer.export writes it: two samples' .h5ad files and the manifest; four cell types
+    as blobs in the 16-d embedding, marked by their markers' means."""
+    import json
+
+    import anndata as ad
+
+    folder.mkdir(parents=True)
+    types, markers = ["tumour", "B cell", "T cell", "stromal"], ["DNA", "CD20", "CD3", "PanCK", "SMA", "AF"]
+    high = {"tumour": "PanCK", "B cell": "CD20", "T cell": "CD3", "stromal": "SMA"}
+    files = {}
+    for sample in ("s1", "s2"):
+        n = 150
+        t = rng.integers(0, 4, n)
+        means = rng.lognormal(np.log(300), 0.3, (n, len(markers))).astype(np.float32)
+        for i, name in enumerate(types):
+            means[t == i, markers.index(high[name])] *= 20
+        obs = pd.DataFrame({"CellID": np.arange(1, n + 1), "sample": sample}, index=[str(i) for i in range(1, n + 1)])
+        obs["sample"] = pd.Categorical.from_codes(np.zeros(n, int), pd.Index([sample], dtype=object))
+        obs["cell_type"] = pd.Categorical.from_codes(np.where(np.arange(n) < 5, -1, t), pd.Index(types, dtype=object))
+        obs.index = pd.Index(list(obs.index), dtype=object)
+        var = pd.DataFrame({"crop_channel": [m != "AF" for m in markers]}, index=pd.Index(markers, dtype=object))
+        adata = ad.AnnData(means, obs=obs, var=var)
+        adata.obsm["X_splicer"] = (np.eye(4)[t] @ rng.normal(0, 3, (4, 16)) + rng.normal(0, 0.5, (n, 16))).astype(
+            np.float32
+        )
+        adata.obsm["spatial"] = rng.uniform(0, 500, (n, 2))
+        adata.uns["splicer"] = {"label_key": "cell_type", "sample": sample}
+        adata.write_h5ad(folder / f"{sample}.h5ad")
+        files[sample] = f"{sample}.h5ad"
+    (folder / "manifest.json").write_text(json.dumps({"files": files}))
+    return folder / "manifest.json"
 
 
 def _inputs(name: str, data: dict[str, Path]) -> dict:
@@ -238,6 +273,7 @@ def _inputs(name: str, data: dict[str, Path]) -> dict:
             "spectra": data["spectra"],
             "correlations": data["correlations"],
         },
+        "umap": {"embeddings": [data["embeddings"]]},
     }[name]
 
 
@@ -251,6 +287,7 @@ OPTS = {
     },
     "tableS2": {"experiment": "nct", "methods": ["splicer"]},
     "scorecard": {"demo": True},
+    "umap": {"max_cells": 250, "n_markers": 2},
 }
 
 
@@ -282,6 +319,7 @@ def test_registry_lists_every_paper_figure() -> None:
         "figS1a",
         "tableS2",
         "scorecard",
+        "umap",
     } == set(FIGURES)
 
 
@@ -448,3 +486,23 @@ def test_empty_facet_is_drawn_not_fatal(tmp_path: Path) -> None:
     outputs = _outputs(tmp_path, "fig3e")
     make_figure("fig3e", {"probes": probes}, outputs, head="mlp")
     _check_image(outputs["png"])
+
+
+def test_umap_knn_agreement_and_marker_choice(data: dict[str, Path]) -> None:
+    """The figure's kNN label agreement: 1 for labels that follow the neighbour graph, ~1/k for shuffled ones;
+    default markers are the crop channels whose log1p means vary most."""
+    import scipy.sparse as sp
+
+    from splicer.plots.umap import _agreement, _load, _pick_markers
+
+    n = 40
+    labels = pd.Series(pd.Categorical(np.repeat(["a", "b"], n // 2)))
+    blocks = sp.block_diag([np.ones((n // 2, n // 2)) - np.eye(n // 2)] * 2, format="csr")
+    assert _agreement(blocks, labels) == 1.0
+    shuffled = pd.Series(pd.Categorical(np.random.default_rng(0).permutation(labels.to_numpy())))
+    assert _agreement(blocks, shuffled) < 0.7
+    adata = _load(data["embeddings"], 10_000, 0)
+    assert adata.n_obs == 300 and set(adata.obs["sample"]) == {"s1", "s2"}
+    assert set(_pick_markers(adata, None, 4)) == {"CD20", "CD3", "PanCK", "SMA"}  # AF is no crop channel
+    with pytest.raises(ValueError, match="CD99"):
+        _pick_markers(adata, ["CD99"], 1)

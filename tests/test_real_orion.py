@@ -181,7 +181,7 @@ def test_fetch_and_build_three_slides(raw: dict, server: Server, tmp_path: Path,
     paths = [fetch(a, tmp_path / "res", backoff=0.0, timeout=5) for a in archives]
 
     block_asarray(monkeypatch)
-    manifest = build_data(spec(SLIDES), tmp_path / "out", paths)
+    manifest = build_data(spec(SLIDES, {"min_per_class": 20}), tmp_path / "out", paths)
     assert json.loads(manifest.read_text())["datasets"] == ["cell_types", "pretrain", "t_cells"]
     index = crop_index(raw, SLIDES)
     truth = raw["truth"]
@@ -210,16 +210,21 @@ def test_fetch_and_build_three_slides(raw: dict, server: Server, tmp_path: Path,
     assert data["cell_types"].class_names == CELL_TYPES and data["t_cells"].class_names == T_SUBTYPES
     assert not seen["pretrain"] & (seen["cell_types"] | seen["t_cells"])  # pretrain is disjoint from evaluation
 
-    # balanced in every split; per_class (default 2000) shrinks to what the scarcest (split, class) allows
+    # balanced in every split; per_class (default 2000) shrinks to what the scarcest (split, class) allows, which
+    # min_per_class 20 accepts; meta.json records what was asked, accepted, available and written
     for name in ("cell_types", "t_cells"):
         ds = data[name]
         for split in ds.split_names:
-            counts = list(ds.select(split).class_counts().values())
-            assert len(set(counts)) == 1 and counts[0] > 0, (name, split, counts)
+            counts = ds.select(split).class_counts()
+            assert len(set(counts.values())) == 1 and min(counts.values()) > 0, (name, split, counts)
+            assert ds.meta["info"]["class_counts"][split] == counts
         assert np.all(np.diff(np.asarray(ds.split).astype(int)) >= 0)  # contiguous split blocks
+        assert ds.meta["info"]["per_class_asked"] == 2000 and ds.meta["info"]["min_per_class"] == 20
     # scarcest cell type per slide: 20 endothelial/B/macrophage-ish -> 20 / 0.6 -> 33 per class (20/6/7)
     assert data["cell_types"].meta["info"]["per_class"] == 33
     assert [data["cell_types"].select(s).n for s in SPLITS_] == [120, 36, 42]
+    available = data["cell_types"].meta["info"]["available"]
+    assert available["train"]["B cell"] == 20 and available["test"]["T cell"] == 52
     # pretrain: every typed cell of the three slides not used for evaluation (natural distribution)
     typed = sum(int((t["fine"][N_EDGE:] >= 0).sum()) for t in truth.values())
     used = {(f, i) for f, i in seen["cell_types"] | seen["t_cells"] if truth[f]["fine"][i] >= 0}
@@ -249,6 +254,98 @@ def test_fetch_and_build_three_slides(raw: dict, server: Server, tmp_path: Path,
     for folder in SLIDES:
         assert reading[folder]["tiles_decoded"] == 19 * len(touched[folder])
         assert reading[folder]["tiles_total"] == 19 * (SIZE // TILE) ** 2
+
+
+def test_evaluation_sets_below_per_class_fail_with_counts_per_split(raw: dict, tmp_path: Path) -> None:
+    """Three slides, one per split: the scarcest class of one slide caps every class far below per_class. The build
+    fails and names the per-class counts per split, unless min_per_class accepts the shortfall."""
+    files = subset(raw, SLIDES)
+    with pytest.raises(BuildError) as info:
+        build_data(spec(SLIDES), tmp_path / "a", files)
+    text = str(info.value)
+    assert "cell_types: only 33 cells per class" in text and "not per_class 2000" in text
+    assert "'train': {'tumour': 26, 'stromal': 22, 'endothelial': 20" in text and "'val': {" in text
+    assert "'test': {" in text and "min_per_class" in text
+    assert not list((tmp_path / "a").glob("*/meta.json")) and not list((tmp_path / "a").glob("*.tmp-*"))
+    with pytest.raises(BuildError, match=r"t_cells: only \d+ cells per class .*min_per_class 30 is not met"):
+        build_data(spec(SLIDES, {"per_class": 40, "min_per_class": 30}), tmp_path / "b", files)
+    with pytest.raises(ValueError, match=r"min_per_class \(50\) exceeds per_class \(40\)"):
+        build_data(spec(SLIDES, {"per_class": 40, "min_per_class": 50}), tmp_path / "c", files)
+    build_data(spec(SLIDES, {"per_class": 0, "n_pretrain": 5}), tmp_path / "d", files)  # 0: as many as possible
+    t_cells = load_dataset(tmp_path / "d" / "t_cells").meta["info"]
+    assert t_cells["per_class"] == t_cells["per_class_asked"] == 0 or t_cells["per_class"] > 0
+    assert sum(t_cells["class_counts"]["test"].values()) > 0
+
+
+def test_summary_shows_the_per_class_counts_and_the_shortfall(raw: dict, tmp_path: Path) -> None:
+    """The pipeline's summary lists every evaluation set's cells per class and split, and says when per_class was
+    not met and min_per_class accepted fewer."""
+    from splicer.pipeline.tables import summarise
+
+    build_data(spec(SLIDES, {"min_per_class": 20, "n_pretrain": 10}), tmp_path / "out", subset(raw, SLIDES))
+    probes = tmp_path / "probes.csv"
+    probes.write_text("experiment,dataset,method,loss,pairing,seed,task,variant,metric,value,head\n")
+    datasets = {"orion/cell_types": tmp_path / "out" / "cell_types", "orion/t_cells": tmp_path / "out" / "t_cells"}
+    text = summarise([probes], [], demo=False, datasets=datasets)
+    info = load_dataset(tmp_path / "out" / "t_cells").meta["info"]
+    assert "- orion/cell_types -- **33 per class, not the 2000 asked** (accepted by min_per_class 20)" in text
+    assert "| split | tumour | stromal | endothelial | macrophage | B cell | T cell |" in text
+    assert "| train | 20 | 20 | 20 | 20 | 20 | 20 |" in text and "| val | 6 | 6 | 6 | 6 | 6 | 6 |" in text
+    row = info["class_counts"]["test"]
+    assert f"| test | {row['CD4 helper T']} | {row['CD8 cytotoxic T']} | {row['FOXP3 regulatory T']} |" in text
+
+
+def s3_sync_layout(raw: dict, root: Path, slides: list[str]) -> None:
+    """The release as ``aws s3 sync s3://lin-2023-orion-crc/data <root>`` leaves it: CRCxx/ folders, each with
+    its image, cell table and an identical markers.csv."""
+    for folder in slides:
+        (root / folder).mkdir(parents=True)
+        for name in (*names_of(folder).values(), "markers.csv"):
+            (root / folder / name).symlink_to(raw["files"][name])
+
+
+def test_aws_s3_sync_layout_is_read_in_place(raw: dict, tmp_path: Path, monkeypatch) -> None:
+    """params.path reads CRCxx/ folders as synced, nothing copied or flattened: the same datasets as the flat
+    downloads; a markers.csv that differs between folders fails naming it."""
+    s3 = tmp_path / "bucket" / "data"
+    s3_sync_layout(raw, s3, SLIDES)
+    params = {"per_class": 6, "n_pretrain": 30}
+    build_data(spec(SLIDES, params), tmp_path / "flat", subset(raw, SLIDES))
+    block_asarray(monkeypatch)
+    in_place = {"kind": "orion_crc", "params": {**params, "path": str(s3)}, "seed": 0}
+    manifest = build_data(in_place, tmp_path / "synced", [])
+    assert json.loads(manifest.read_text())["archives"] == []
+    for name in ("pretrain", "cell_types", "t_cells"):
+        a, b = load_dataset(tmp_path / "flat" / name), load_dataset(tmp_path / "synced" / name)
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+        assert np.array_equal(a.split, b.split)
+    assert load_dataset(tmp_path / "synced" / "t_cells").meta["info"]["read_in_place"] == str(s3)
+    # the bucket root (holding data/) and a subset of the slides
+    two = {"kind": "orion_crc", "params": {**params, "path": str(s3.parent), "slides": ["crc01", "CRC02"]}}
+    build_data(two, tmp_path / "two", [])
+    assert load_dataset(tmp_path / "two" / "cell_types").meta["info"]["slides"] == ["CRC01", "CRC02"]
+    assert not sources.archives("orion_crc")  # no source.slides: nothing to download
+    # a damaged copy of markers.csv in one folder
+    broken = s3 / "CRC02" / "markers.csv"
+    broken.unlink()
+    broken.write_text("\n".join(MULTIPLEX_CHANNELS[::-1]) + "\n")
+    with pytest.raises(BuildError, match="differs from") as info:
+        build_data(in_place, tmp_path / "bad", [])
+    assert Path(info.value.file) == broken
+    # the same files handed to the build one by one from their folders: each folder's copy is compared too
+    handed = [s3 / "CRC01" / "markers.csv"] + [s3 / f / n for f in SLIDES for n in names_of(f).values()]
+    with pytest.raises(BuildError, match="differs from") as info:
+        build_data(spec(SLIDES, params), tmp_path / "bad2", handed)
+    assert Path(info.value.file) == broken
+    for params_, says in (
+        ({"path": str(s3), "slides": ["CRC07"]}, "no slide folder"),
+        ({"path": str(tmp_path / "nowhere")}, "not found"),
+        ({"slides": ["CRC01"]}, "params.slides goes with params.path"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            build_data({"kind": "orion_crc", "params": params_}, tmp_path / "x", [])
+    with pytest.raises(BuildError, match=r"source\.slides, or read"):
+        build_data({"kind": "orion_crc"}, tmp_path / "y", [])
 
 
 def test_caps_per_class_and_cell_split_keep_balance_and_read_little(raw: dict, tmp_path: Path, monkeypatch) -> None:
@@ -475,3 +572,15 @@ def test_truncated_tile_data_names_the_image(raw: dict, tmp_path: Path) -> None:
         build_data(spec(["CRC01"], {"n_pretrain": 0, "per_class": 0}), tmp_path / "out", list(files.values()))
     assert Path(info.value.file).name == name
     assert not list((tmp_path / "out").glob("*/meta.json")) and not list((tmp_path / "out").glob("*.tmp-*"))
+
+
+def test_layout_declares_the_channels_and_needs_slides_or_a_folder() -> None:
+    """What the config checks can know before any build (the registry's Kind.layout hook, issue 13)."""
+    from splicer.data.real.orion import layout
+
+    declared = layout({"kind": "orion_crc", "source": {"slides": ["CRC01"]}, "params": {"crop_size": 48}})
+    assert set(declared) == {"pretrain", "cell_types", "t_cells"}
+    assert declared["t_cells"].channels == tuple(MULTIPLEX_CHANNELS) and declared["t_cells"].size == (48, 48)
+    assert layout({"kind": "orion_crc", "params": {"path": "/data/orion"}})["pretrain"].masks == ()
+    with pytest.raises(ValueError, match=r"source\.slides.*params\.path"):
+        layout({"kind": "orion_crc"})

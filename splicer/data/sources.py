@@ -371,13 +371,14 @@ def orion_variants(kind: str = "orion_crc") -> list[Archive]:
 def orion_archives(
     kind: str = "orion_crc", slides: Sequence[str] | None = None, files: Iterable[str] = ("image", "cells", "markers")
 ) -> list[Archive]:
-    """Orion-CRC files of the chosen ``slides`` (folder names, e.g. ``"CRC01"``, ``"CRC33_01"``; required).
+    """Orion-CRC files of the chosen ``slides`` (folder names, e.g. ``"CRC01"``, ``"CRC33_01"``).
 
     ``files`` picks among :data:`ORION_FILES`; ``markers`` (identical in every folder) is taken once, from the
-    first slide. The 19-channel images are 44-147 GiB each.
+    first slide. The 19-channel images are 44-147 GiB each. Without ``slides`` nothing is downloaded: the entry
+    reads a synced folder in place (``params.path``, :mod:`splicer.data.real.orion`), which its build checks.
     """
     if slides is None:
-        raise ValueError(f"kind {kind!r} needs option slides=[...], e.g. ['CRC01', 'CRC02']")
+        return []
     if isinstance(slides, str):
         slides = [slides]
     if not slides:

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from splicer.pipeline.archives import archive_of, archive_options, archive_targets
-from splicer.pipeline.figures import DATASET_ROLES, TABLE_ROLES, figure_inputs
-from splicer.pipeline.grid import Run, run_config
+from splicer.pipeline.figures import DATASET_ROLES, EMBEDDING_ROLES, TABLE_ROLES, figure_inputs
+from splicer.pipeline.grid import Run, embedding_run, run_config
 from splicer.pipeline.paths import split_ref
 from splicer.registry import FIGURES, KINDS, LOSSES, METHODS, Layout, resolve
 
@@ -206,6 +206,19 @@ def _compare(where: str, ref: str, lay: Layout, pre_ref: str, pre: Layout, notes
         )
 
 
+def _expanded(components: Mapping, channels: Sequence[str] | None, where: str) -> dict:
+    """Components with every ``panel`` expanded per channel where the channels are declared, else left out (it
+    expands when the run starts, from the dataset's channel names)."""
+    from splicer.components import expand_panels
+
+    if channels is None:
+        return {k: v for k, v in components.items() if not (isinstance(v, Mapping) and v.get("type") == "panel")}
+    try:
+        return expand_panels(components, [], channels)[0]
+    except ValueError as err:
+        raise ValueError(f"config {where}.{err}") from None
+
+
 def _check_experiment(config: Mapping, ename: str, layouts: Mapping, notes: list[str]) -> None:
     from splicer.components import check_components
     from splicer.config import check_types, validate_run_config
@@ -219,7 +232,13 @@ def _check_experiment(config: Mapping, ename: str, layouts: Mapping, notes: list
         raise _fail(f"{where}.data", f"unknown dataset {data!r}{_suggest(data, datasets)}; defined: {sorted(datasets)}")
     pre_ref, pre = _dataset(config, layouts, ename, exp["pretrain"], f"{where}.pretrain")
     try:
-        check_components(exp["components"], pre.channels, pre.masks, pre.size, where=f"{where}.components")
+        check_components(
+            _expanded(exp["components"], pre.channels, where),
+            pre.channels,
+            pre.masks,
+            pre.size,
+            where=f"{where}.components",
+        )
     except ValueError as err:
         masks = ""
         if datasets[data].get("segment") and "mask" in str(err):
@@ -272,11 +291,22 @@ def _check_experiment(config: Mapping, ename: str, layouts: Mapping, notes: list
             raise _fail(f"{where}.runs ({entry['method']}/{entry['pairing']})", str(err)) from None
 
 
+def _check_embedding(config: Mapping, name: str) -> None:
+    """An embedding export names a run of the grid and a dataset of a declared entry."""
+    embedding_run(config, name)
+    spec = config["embeddings"][name]
+    data, dataset = split_ref(config, spec["experiment"], spec["data"])
+    if data not in config["datasets"]:
+        raise _fail(f"embeddings.{name}.data", f"unknown dataset entry {data!r}; defined: {sorted(config['datasets'])}")
+    if (names := dataset_names(config["datasets"][data])) and dataset not in names:
+        raise _fail(f"embeddings.{name}.data", f"entry {data!r} writes datasets {list(names)}, not {dataset!r}")
+
+
 def _check_figure(config: Mapping, name: str, spec: Mapping, layouts: Mapping) -> None:
     if name not in FIGURES:
         raise _fail(f"figures.{name}", f"unknown figure; figures: {list(FIGURES)}")
     figure = FIGURES[name]
-    roles = [r for r in (*TABLE_ROLES, *DATASET_ROLES) if r in spec]
+    roles = [r for r in (*TABLE_ROLES, *DATASET_ROLES, *EMBEDDING_ROLES) if r in spec]
     if missing := [r for r in figure.inputs if r not in roles]:
         raise _fail(f"figures.{name}", f"needs input(s) {missing} (accepts {[*figure.inputs, *figure.optional]})")
     if extra := [r for r in roles if r not in (*figure.inputs, *figure.optional)]:
@@ -320,6 +350,8 @@ def check_config(config: Mapping) -> list[str]:
             raise _fail(f"datasets.{dname}.params", str(err)) from None
     for ename in config["experiments"]:
         _check_experiment(config, ename, layouts, notes)
+    for name in config.get("embeddings", {}):
+        _check_embedding(config, name)
     for name, spec in config.get("figures", {}).items():
         _check_figure(config, name, spec, layouts)
     if problems := segment_job_problems(config):  # a warning here (a dry run still lists the DAG); the segment

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from splicer.pipeline.paths import data_dir, manifest, table_paths
+from splicer.pipeline.paths import data_dir, embedding_manifest, manifest, table_paths
 
-__all__ = ["DATASET_ROLES", "TABLE_ROLES", "figure_inputs", "figure_options"]
+__all__ = ["DATASET_ROLES", "EMBEDDING_ROLES", "TABLE_ROLES", "figure_inputs", "figure_options"]
 
 TABLE_ROLES = ("probes", "spectra", "correlations", "ceilings")
 """Input roles naming experiments: the figure reads their tidy table of that name."""
 DATASET_ROLES = ("dataset", "datasets")
 """Input roles naming ``<datasets entry>/<dataset>`` folders (example-image figures)."""
+EMBEDDING_ROLES = ("embeddings",)
+"""Input roles naming embedding exports (config ``embeddings``): the figure reads their ``.h5ad`` files."""
 
 
 def _data_ref(config: Mapping, ref: str, where: str) -> tuple[str, str]:
@@ -46,6 +48,17 @@ def figure_inputs(config: Mapping, figure: str) -> tuple[list[str], dict[str, st
                 files.append(manifest(config, data))
                 dirs.append(f"{data_dir(config, data)}/{name}")
             roles[role] = dirs[0] if role == "dataset" else dirs
+    for role in EMBEDDING_ROLES:
+        if role in spec:
+            for name in spec[role]:
+                if name not in config.get("embeddings", {}):
+                    raise ValueError(
+                        f"config figures.{figure}.{role}: unknown embedding export {name!r}; defined: "
+                        f"{sorted(config.get('embeddings', {}))}"
+                    )
+            paths = [embedding_manifest(config, name) for name in spec[role]]
+            files += paths
+            roles[role] = paths
     return sorted(set(files)), roles
 
 

@@ -11,9 +11,12 @@ __all__ = [
     "ceiling_sources",
     "data_dir",
     "dataset_path",
+    "embedding_data",
+    "embedding_manifest",
     "eval_manifests",
     "evaluate_after_pretraining",
     "evaluate_args",
+    "evaluation_datasets",
     "evaluation_path",
     "manifest",
     "results_root",
@@ -59,11 +62,35 @@ def dataset_path(config: Mapping, experiment: str, dataset: str) -> str:
     return f"{data_dir(config, data)}/{name}"
 
 
+def evaluation_datasets(config: Mapping) -> dict[str, str]:
+    """Every dataset the experiments evaluate on: ``"<experiment>/<evaluation>"`` -> its folder (each folder once,
+    under its first evaluation)."""
+    out: dict[str, str] = {}
+    for experiment, exp in config["experiments"].items():
+        for name, spec in exp["evaluate"].items():
+            path = dataset_path(config, experiment, spec["data"])
+            if path not in out.values():
+                out[f"{experiment}/{name}"] = path
+    return out
+
+
 def eval_manifests(config: Mapping, experiment: str) -> list[str]:
     """Manifests of every data folder an experiment's evaluations read."""
     exp = config["experiments"][experiment]
     datas = {split_ref(config, experiment, spec["data"])[0] for spec in exp["evaluate"].values()}
     return [manifest(config, d) for d in sorted(datas)]
+
+
+def embedding_manifest(config: Mapping, name: str) -> str:
+    """The manifest of embedding export ``name`` (``embeddings/<name>/``: one ``<sample>.h5ad`` per sample)."""
+    return f"{results_root(config)}/embeddings/{name}/manifest.json"
+
+
+def embedding_data(config: Mapping, name: str) -> tuple[str, str]:
+    """(datasets entry, dataset folder) embedding export ``name`` embeds."""
+    spec = config["embeddings"][name]
+    data, _ = split_ref(config, spec["experiment"], spec["data"])
+    return data, dataset_path(config, spec["experiment"], spec["data"])
 
 
 def run_dir(config: Mapping, run: Run) -> str:

@@ -23,6 +23,7 @@ __all__ = [
     "absolute_section",
     "claims_section",
     "collect_tables",
+    "dataset_counts",
     "experiment_tables",
     "summarise",
 ]
@@ -224,14 +225,58 @@ def absolute_section(probe_tables: Iterable[str | Path], ceiling_tables: Iterabl
     return [*lines, ""]
 
 
+def dataset_counts(path: str | Path) -> tuple[dict[str, dict[str, int]], dict]:
+    """Cells per class (and ``unlabelled``) in each split of a dataset directory, read from its labels and splits
+    (memory-mapped), and its ``meta.json`` info."""
+    import numpy as np
+
+    root = Path(path)
+    meta = _read_json(root / "meta.json")
+    labels = np.load(root / "labels.npy", mmap_mode="r")
+    split = np.load(root / "split.npy", mmap_mode="r")
+    classes = list(meta.get("class_names", []))
+    counts = {}
+    for code, name in enumerate(meta.get("split_names", [])):
+        mine = np.asarray(labels[np.asarray(split) == code])
+        counts[name] = {c: int(np.sum(mine == i)) for i, c in enumerate(classes)}
+        if (mine < 0).any():
+            counts[name]["unlabelled"] = int(np.sum(mine < 0))
+    return counts, dict(meta.get("info", {}))
+
+
+def _dataset_lines(datasets: Mapping[str, str | Path]) -> list[str]:
+    """One table per evaluation dataset: cells per class and split, and what per_class was asked and accepted."""
+    lines = ["", "Evaluation sets: cells per class in each split.", ""]
+    for label, path in datasets.items():
+        counts, info = dataset_counts(path)
+        classes = list(dict.fromkeys(c for split in counts.values() for c in split))
+        note = ""
+        asked, got = info.get("per_class_asked"), info.get("per_class")
+        if asked and got is not None and got < asked:
+            low = info.get("min_per_class")
+            note = f" -- **{got} per class, not the {asked} asked** (accepted by min_per_class {low})"
+        lines += [
+            f"- {label}{note}",
+            "",
+            "  | split | " + " | ".join(classes) + " |",
+            "  | --- |" + " --- |" * len(classes),
+        ]
+        for split, row in counts.items():
+            lines.append(f"  | {split} | " + " | ".join(str(row.get(c, 0)) for c in classes) + " |")
+        lines.append("")
+    return lines
+
+
 def summarise(
     probe_tables: Iterable[str | Path],
     ceiling_tables: Iterable[str | Path],
     demo: bool,
     scorecard: str | Path | None = None,
+    datasets: Mapping[str, str | Path] | None = None,
 ) -> str:
     """Markdown summary: the claims' verdicts (from the scorecard's CSV, when given), probe accuracy mean ± sd over
-    seeds per run and evaluation, the ceilings, and (real data only) the paper's absolute numbers beside ours."""
+    seeds per run and evaluation, the ceilings, (real data only) the paper's absolute numbers beside ours, and
+    (``datasets``: label -> dataset directory) the evaluation sets' cells per class and split."""
     import pandas as pd
 
     probe_tables, ceiling_tables = list(probe_tables), list(ceiling_tables)
@@ -267,4 +312,6 @@ def summarise(
             lines.append(f"- {exp}, {what}: {g.value.mean():.3f}{sd} (n={len(g)})")
     if not demo:
         lines += ["", *absolute_section(probe_tables, ceiling_tables)]
-    return "\n".join(lines) + "\n"
+    if datasets:
+        lines += _dataset_lines(datasets)
+    return "\n".join(lines).rstrip("\n") + "\n"

@@ -45,7 +45,8 @@ wildcard_constraints:
 def all_targets():
     figures = [f"{RES}/figures/{name}.png" for name in config.get("figures", {})]
     tables = [f"{RES}/tables/{e}/probes.csv" for e in EXPERIMENTS]
-    return figures + tables + [f"{RES}/summary.md"]
+    embeddings = [P.embedding_manifest(config, e) for e in config.get("embeddings", {})]
+    return figures + tables + embeddings + [f"{RES}/summary.md"]
 
 
 def figure_outputs(name):

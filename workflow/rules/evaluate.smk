@@ -1,4 +1,5 @@
-# Frozen-encoder evaluation (probes, singular values, marker correlations), supervised ceilings, tidy tables.
+# Frozen-encoder evaluation (probes, singular values, marker correlations), supervised ceilings, tidy tables,
+# and per-cell embedding exports to AnnData (one .h5ad per sample: `snakemake embeddings`).
 import os
 
 if not EVALUATE_WITH_PRETRAINING:  # else pretrain evaluates (see pretrain.smk)
@@ -77,3 +78,43 @@ rule tables:
         "../../envs/plots.yaml"
     script:
         "../scripts/tables.py"
+
+
+rule embed_h5ad:
+    input:
+        encoder=lambda w: f"{P.run_dir(config, G.embedding_run(config, w.export))}/encoder.pt",
+        data=lambda w: P.manifest(config, P.embedding_data(config, w.export)[0]),
+    output:
+        P.embedding_manifest(config, "{export}"),
+    log:
+        f"{RES}/logs/embeddings/{{export}}.log",
+    benchmark:
+        f"{RES}/benchmarks/embeddings/{{export}}.tsv"
+    wildcard_constraints:
+        export=NAME,
+    conda:
+        "../../envs/splicer.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=C.gpus(config),
+        cpus_per_task=C.cpus_per_task(config),
+        mem_mb=lambda w: C.mem_mb(
+            config, "evaluate", config["embeddings"][w.export]["experiment"]
+        ),
+        runtime=lambda w, attempt: C.runtime(
+            config, "evaluate", config["embeddings"][w.export]["experiment"], attempt
+        ),
+    params:
+        data=lambda w: P.embedding_data(config, w.export)[1],
+        out=lambda w, output: os.path.dirname(output[0]),
+        batch=lambda w: config["embeddings"][w.export]["batch_size"],
+        device=config["device"],
+    shell:
+        "OMP_NUM_THREADS={threads} python -m splicer.cli embed --encoder {input.encoder} --data {params.data} "
+        "--out {params.out} --format h5ad --batch-size {params.batch} --device {params.device} > {log} 2>&1"
+
+
+rule embeddings:
+    input:
+        [P.embedding_manifest(config, name) for name in config.get("embeddings", {})],
+    localrule: True

@@ -27,6 +27,7 @@ rule summary:
         probes=[P.table_paths(config, e)["probes"] for e in EXPERIMENTS],
         ceilings=[P.table_paths(config, e)["ceilings"] for e in EXPERIMENTS],
         scorecard=scorecard_table(),
+        data=sorted({m for e in EXPERIMENTS for m in P.eval_manifests(config, e)}),
     output:
         report(f"{RES}/summary.md", caption="../report/summary.rst", category="Tables"),
     log:
@@ -34,5 +35,7 @@ rule summary:
     localrule: True
     conda:
         "../../envs/plots.yaml"
+    params:
+        datasets=P.evaluation_datasets(config),
     script:
         "../scripts/summary.py"

@@ -10,6 +10,8 @@ with logged(snakemake):  # noqa: F821 - injected by Snakemake
     cards = sm.input.get("scorecard", [])
     cards = [cards] if isinstance(cards, str) else list(cards)
     scorecard = cards[0] if cards else None
-    text = summarise(sm.input.probes, sm.input.ceilings, bool(sm.config.get("demo", False)), scorecard)
+    text = summarise(
+        sm.input.probes, sm.input.ceilings, bool(sm.config.get("demo", False)), scorecard, sm.params.datasets
+    )
     Path(sm.output[0]).write_text(text)
     print(text)

@@ -1,7 +1,12 @@
 """Orion-CRC (Lin et al. 2023): per-slide 19-channel OME-TIFF + per-cell table -> single-cell crops.
 
-Inputs (archive names of :func:`splicer.data.sources.orion_archives`, one pair per chosen slide folder
-``CRCxx``, plus one ``markers.csv``):
+A preset of the ``multiplex`` kind (:mod:`splicer.data.real.multiplex`): the same lazy tile reader, tile cache,
+gating engine and crop writer, with Orion-CRC's file names, its fixed 19-channel panel, the decision tree below and
+the paper's three datasets. Inputs, one pair per chosen slide folder ``CRCxx`` plus ``markers.csv``, either
+downloaded (archive names of :func:`splicer.data.sources.orion_archives`, ``source.slides``) or read in place
+from a folder laid out as ``aws s3 sync s3://lin-2023-orion-crc/data <path>`` leaves it (``params.path``: one
+``CRCxx/`` folder per slide, each with its own, identical ``markers.csv``; ``params.slides`` picks folders,
+default all; a folder holding ``data/CRCxx/`` works too):
 
 * ``<image stem>-zlib.ome.tiff`` -- whole-slide image, 19 channels, uint16, pyramidal (level 0 = the first
   series; one level-0 page per channel, in markers.csv order, as the upstream quantification reads it with
@@ -17,7 +22,8 @@ Inputs (archive names of :func:`splicer.data.sources.orion_archives`, one pair p
 
 Pixels are read lazily: never a whole page. For each crop only the level-0 tiles (or strips) it intersects are
 read (``seek``/``read`` of the tile's bytes, ``page.decode``), through a byte-bounded LRU tile cache; cells are
-visited in tile order (slide, tile row, tile column) so neighbouring crops reuse decoded tiles.
+visited in tile order (slide, tile row, tile column) so neighbouring crops reuse decoded tiles. With
+``masks: [cell]`` the release's ``<P37_Sxx>-<CRCxx>-mask.ome.tif`` gives each crop its focal cell's mask.
 
 Crops: ``crop_size`` x ``crop_size`` px (default 32 px = 10.4 um at Orion's 0.325 um/px; the paper gives no
 size -- a third-party analysis of CRC01's table reports a median cell area of ~406 px^2, a ~23 px diameter, so
@@ -59,31 +65,46 @@ Splits (train/val/test, ``split_fractions``): with ``split_by="slide"`` (the def
 slides are given) whole slides (patients) go to one split -- slides shuffled by the seed, then the first
 ``n - n_val - n_test`` train, the next ``n_val = max(1, round(f_val * n))`` val, the rest test -- so no patient
 is in two splits; with ``split_by="cell"`` (``"auto"`` with 1-2 slides) cells are split at random, stratified by
-class. ``per_class`` cells per class in all (each split gets its fraction of it); 0 = as many as the scarcest
-(split, class) allows, which is also the fallback (with a warning) when fewer cells than asked exist. Caps are
-applied before any pixel is read; a capped balanced split stays balanced.
+class. ``per_class`` cells per class in all (each split gets its fraction of it; 0 = as many as the scarcest
+(split, class) allows). When the scarcest (split, class) cannot give ``per_class`` -- with three slides, the
+rarest T subtype of one slide caps every class -- the build fails and lists the cells available per class in
+every split, unless ``min_per_class`` says how few per class you accept: then the largest balanced count
+(>= min_per_class) is used. What was asked, accepted and written (per class and split) is in ``meta.json``
+(``per_class_asked``, ``min_per_class``, ``per_class``, ``available``, ``class_counts``) and in the pipeline's
+summary. Caps are applied before any pixel is read; a capped balanced split stays balanced.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from splicer.data.format import DatasetWriter
 from splicer.data.real.common import SPLITS, BuildError, Caps, check_params, require, split_order, stable_rng
+from splicer.data.real.gating import apply_rules, otsu, parse_gate, thresholds
+from splicer.data.real.mcmicro import Sample
+from splicer.data.real.multiplex import CellTable, Plan, check_common, open_cells, sample_splits, write_crops
 from splicer.data.sources import ORION_SLIDES, _orion_slide_id
 from splicer.data.vocab import CELL_TYPES, MULTIPLEX_CHANNELS, T_SUBTYPES
 
-__all__ = ["DECISION_TREE", "DEFAULTS", "FINE_TYPES", "GATE_MARKERS", "build_orion_crc", "gate_cells", "read_markers"]
+__all__ = [
+    "DECISION_TREE",
+    "DEFAULTS",
+    "FINE_TYPES",
+    "GATE_MARKERS",
+    "RULES",
+    "T_RULES",
+    "build_orion_crc",
+    "gate_cells",
+    "layout",
+    "read_markers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +113,7 @@ FINE_TYPES = CELL_TYPES[:5] + T_SUBTYPES
 """Pretrain class names: the five non-T coarse types, then the three T-cell subtypes (as the demo)."""
 GATE_MARKERS = ("Pan-CK", "CD45", "CD3e", "CD20", "CD68", "CD163", "CD31", "SMA", "CD4", "CD8a", "FOXP3")
 """Markers the decision tree reads (thresholds are computed for these only)."""
-CENTROIDS = ("X_centroid", "Y_centroid")
+
 DECISION_TREE = [
     "positive (m+) = per-cell mean intensity >= threshold of marker m on that slide",
     "Pan-CK+ and CD45+ -> unassigned",
@@ -119,41 +140,43 @@ DEFAULTS: dict[str, Any] = {
     # decoded-tile LRU cache; holding one tile row of all channels (~3 GB at 1024 px tiles on a ~78k px wide
     # slide) decodes every tile once, less re-decodes the tiles under crops that straddle two tile rows
     "cache_mb": 512,
+    "min_per_class": None,  # the smallest per-class count accepted when per_class cannot be met (None: per_class)
+    "path": None,  # read in place: a folder of CRCxx/ slide folders (aws s3 sync layout) instead of downloads
+    "slides": [],  # with path: the slide folders to use (default: every one found)
+    "masks": [],  # ["cell"]: each crop carries its focal cell's mask (the release's -mask.ome.tif)
+    "check_channel_names": False,  # the images' OME channel names must equal markers.csv's (unverified upstream)
 }
+
+RULES = [
+    {"label": None, "pos": ["Pan-CK", "CD45"], "neg": [], "any": []},
+    {"label": "tumour", "pos": ["Pan-CK"], "neg": [], "any": []},
+    {"label": "T cell", "pos": ["CD45", "CD3e"], "neg": ["CD20", "CD68", "CD163"], "any": []},
+    {"label": "B cell", "pos": ["CD45", "CD20"], "neg": ["CD3e", "CD68", "CD163"], "any": []},
+    {"label": "macrophage", "pos": ["CD45"], "neg": ["CD3e", "CD20"], "any": ["CD68", "CD163"]},
+    {"label": None, "pos": ["CD45"], "neg": [], "any": []},
+    {"label": "endothelial", "pos": ["CD31"], "neg": [], "any": []},
+    {"label": "stromal", "pos": ["SMA"], "neg": [], "any": []},
+]
+"""The coarse decision tree as first-match gating rules (:mod:`splicer.data.real.gating`)."""
+T_RULES = [
+    {"label": "FOXP3 regulatory T", "pos": ["CD4", "FOXP3"], "neg": ["CD8a"], "any": []},
+    {"label": "CD4 helper T", "pos": ["CD4"], "neg": ["FOXP3", "CD8a"], "any": []},
+    {"label": "CD8 cytotoxic T", "pos": ["CD8a"], "neg": ["CD4", "FOXP3"], "any": []},
+]
+"""The T-cell subtype rules (applied to T cells only)."""
 
 _COARSE = {name: i for i, name in enumerate(CELL_TYPES)}
 _T = _COARSE["T cell"]
+_otsu = otsu  # the name older callers use
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-@dataclass
-class _Slide:
-    folder: str
-    image: Path
-    cells: Path
-
-
-def _slides(files: Mapping[str, Path]) -> list[_Slide]:
-    """The slides whose image or cell table was handed to the build (both must be), in release order."""
-    found = []
-    for folder, (stem, _he) in ORION_SLIDES.items():
-        image, cells = f"{stem}-zlib.ome.tiff", f"{_orion_slide_id(folder)}-{folder}.csv"
-        if image in files or cells in files:
-            found.append(_Slide(folder, require(files, image, KIND), require(files, cells, KIND)))
-    if not found:
-        raise BuildError(
-            f"resources/{KIND}",
-            f"no Orion-CRC slide image or cell table among the archives "
-            f"{sorted(files)}; expected names like '<image>-zlib.ome.tiff' and 'P37_S29-CRC01.csv'",
-        )
-    return found
-
-
 def read_markers(path: Path) -> list[str]:
-    """Channel names of ``markers.csv`` in file order (``marker_name`` column, or header-less first column)."""
+    """Channel names of an Orion-CRC ``markers.csv`` in file order; exactly the 19 Orion-CRC channels once each
+    (``marker_name`` column, or the release's header-less one-name-per-line form)."""
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
-        if "marker_name" not in table.columns:  # legacy: no header, first column = names
+        if "marker_name" not in table.columns:
             table = pd.read_csv(path, header=None, usecols=[0], names=["marker_name"], dtype=str, keep_default_na=False)
     except (ValueError, OSError, UnicodeDecodeError) as err:
         raise BuildError(path, f"cannot be read as a marker list ({err})") from err
@@ -170,255 +193,107 @@ def read_markers(path: Path) -> list[str]:
     return names
 
 
-def _read_cells(path: Path, markers: Sequence[str], width: int, height: int) -> tuple[pd.DataFrame, int]:
-    """Centroids and gating-marker intensities of every cell (rows with missing values dropped, counted)."""
-    try:
-        header = list(pd.read_csv(path, nrows=0).columns)
-    except (ValueError, OSError, UnicodeDecodeError) as err:
-        raise BuildError(path, f"cannot be read as a per-cell CSV ({err})") from err
-    if missing := [c for c in (*markers, *CENTROIDS) if c not in header]:
+def _names(folder: str) -> tuple[str, str, str]:
+    """(image, cell table, mask) file names of one slide folder, as the release names them."""
+    sid = _orion_slide_id(folder)
+    return f"{ORION_SLIDES[folder][0]}-zlib.ome.tiff", f"{sid}-{folder}.csv", f"{sid}-{folder}-mask.ome.tif"
+
+
+def _downloaded(files: Mapping[str, Path]) -> list[Sample]:
+    """The slides whose image or cell table was handed to the build (both must be), in release order."""
+    found = []
+    for folder in ORION_SLIDES:
+        image, cells, mask = _names(folder)
+        if image in files or cells in files:
+            masks = {"cell": Path(files[mask])} if mask in files else {}
+            found.append(Sample(folder, require(files, image, KIND), require(files, cells, KIND), Path(), [], masks))
+    if not found:
         raise BuildError(
-            path,
-            f"per-cell table lacks column(s) {missing} (needs one mean-intensity column per "
-            f"marker of markers.csv and {list(CENTROIDS)}); has {header[:30]}",
+            f"resources/{KIND}",
+            f"no Orion-CRC slide image or cell table among the archives {sorted(files)}; expected names like "
+            "'<image>-zlib.ome.tiff' and 'P37_S29-CRC01.csv' (download slides with source.slides, or read an "
+            "aws s3 sync folder in place with params.path)",
         )
-    cols = [*CENTROIDS, *GATE_MARKERS]
-    try:
-        table = pd.read_csv(path, usecols=cols)
-        table = table.apply(pd.to_numeric, errors="raise")
-    except (ValueError, OSError) as err:
-        raise BuildError(path, f"non-numeric or unreadable values in columns {cols} ({err})") from err
-    complete = table.notna().all(axis=1).to_numpy()
-    table = table.loc[complete].reset_index(drop=True)
-    x, y = table["X_centroid"].to_numpy(), table["Y_centroid"].to_numpy()
-    outside = (x < 0) | (x >= width) | (y < 0) | (y >= height)
-    if outside.any():
-        i = int(np.flatnonzero(outside)[0])
-        raise BuildError(
-            path,
-            f"{int(outside.sum())} centroid(s) lie outside the {width}x{height} image (first: "
-            f"X={x[i]}, Y={y[i]}): table and image of different slides?",
+    markers_path = require(files, "markers.csv", KIND)
+    names = read_markers(markers_path)
+    for sample in found:
+        sample.markers_file, sample.markers = markers_path, list(names)
+        beside = sample.image.parent / "markers.csv"  # files handed from CRCxx/ folders: each has its own copy
+        if beside.is_file() and beside.resolve() != markers_path.resolve() and read_markers(beside) != names:
+            raise BuildError(beside, f"differs from {markers_path}: the release's markers.csv files are identical")
+    return found
+
+
+def _in_place(root: Path, slides: list[str]) -> list[Sample]:
+    """Slides of a folder as ``aws s3 sync`` leaves the release: ``CRCxx/`` folders, each with its markers.csv
+    (identical in every folder: checked)."""
+    if not root.is_dir():
+        raise BuildError(root, "Orion-CRC folder not found (params.path)")
+    if not any((root / f).is_dir() for f in ORION_SLIDES) and (root / "data").is_dir():
+        root = root / "data"  # the bucket's root was synced
+    present = [f for f in ORION_SLIDES if (root / f).is_dir()]
+    wanted = [str(s).upper() for s in slides] or present
+    if unknown := [s for s in wanted if s not in ORION_SLIDES]:
+        raise ValueError(
+            f"{KIND}: unknown Orion-CRC slide(s) {unknown} in params.slides; folders: {list(ORION_SLIDES)}"
         )
-    return table, int((~complete).sum())
+    if not wanted:
+        raise BuildError(root, f"holds no Orion-CRC slide folder (CRC01 ... CRC40); it has {sorted(os.listdir(root))}")
+    if missing := [s for s in wanted if s not in present]:
+        raise BuildError(root, f"has no slide folder(s) {missing} (found {present}); sync them first")
+    found: list[Sample] = []
+    for folder in wanted:
+        image, cells, mask = _names(folder)
+        markers = root / folder / "markers.csv"
+        if not markers.is_file():
+            raise BuildError(markers, "missing: every slide folder of the release holds its markers.csv")
+        names = read_markers(markers)
+        if found and names != found[0].markers:
+            raise BuildError(
+                markers,
+                f"differs from {found[0].markers_file}: the release's markers.csv files are identical, so one of "
+                f"them is damaged or from another release ({names} vs {found[0].markers})",
+            )
+        for name in (image, cells):
+            if not (root / folder / name).is_file():
+                raise BuildError(root / folder / name, f"missing from slide folder {folder}")
+        masks = {"cell": root / folder / mask} if (root / folder / mask).is_file() else {}
+        found.append(Sample(folder, root / folder / image, root / folder / cells, markers, names, masks))
+    return found
 
 
 # ------------------------------------------------------------------------------------------------ gating
-def _parse_gate(marker: str, spec: Any) -> tuple[str, float]:
-    if isinstance(spec, bool):
-        raise ValueError(f"gate of {marker!r}: {spec!r} is not a number, 'otsu' or 'quantile:<q>'")
-    if isinstance(spec, int | float):
-        return "value", float(spec)
-    if spec == "otsu":
-        return "otsu", math.nan
-    match = re.fullmatch(r"quantile:([0-9]*\.?[0-9]+)", str(spec))
-    if match and 0.0 < float(match.group(1)) < 1.0:
-        return "quantile", float(match.group(1))
-    raise ValueError(f"gate of {marker!r} must be a number, 'otsu' or 'quantile:<q>' with 0<q<1, got {spec!r}")
+def gate_cells(
+    table: pd.DataFrame | Mapping[str, np.ndarray], cuts: Mapping[str, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(coarse, subtype) per cell by the decision tree of the module docstring (:data:`RULES`, :data:`T_RULES`):
+    coarse an index into CELL_TYPES or -1 (unassigned), subtype an index into T_SUBTYPES or -1 (not a T cell / no
+    subtype). ``table`` holds each gated marker's per-cell mean intensities, ``cuts`` their thresholds."""
+    positive = {m: np.asarray(table[m], np.float64) >= cuts[m] for m in GATE_MARKERS}
+    n = len(positive[GATE_MARKERS[0]])
+    coarse = apply_rules(positive, RULES, CELL_TYPES, n)
+    sub = apply_rules(positive, T_RULES, T_SUBTYPES, n)
+    return coarse, np.where(coarse == _T, sub, -1).astype(np.int64)
 
 
-def _otsu(values: np.ndarray) -> float:
-    """Otsu's threshold of log1p(values) (256 bins), returned in intensity units; inf if all values are equal."""
-    v = np.log1p(np.clip(np.asarray(values, np.float64), 0.0, None))
-    lo, hi = float(v.min()), float(v.max())
-    if not hi > lo:
-        return math.inf
-    hist, edges = np.histogram(v, bins=256, range=(lo, hi))
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist, dtype=np.float64)
-    w1 = w0[-1] - w0
-    s0 = np.cumsum(hist * centres)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = w0 * w1 * (s0 / w0 - (s0[-1] - s0) / w1) ** 2
-    between[(w0 == 0) | (w1 == 0)] = -1.0
-    return float(np.expm1(edges[int(np.argmax(between)) + 1]))
-
-
-def _thresholds(table: pd.DataFrame, gates: Mapping[str, Any], default_gate: Any) -> dict[str, float]:
-    out = {}
-    for marker in GATE_MARKERS:
-        how, value = _parse_gate(marker, gates.get(marker, default_gate))
-        x = table[marker].to_numpy(np.float64)
-        if how == "otsu":
-            value = _otsu(x) if x.size else math.inf
-        elif how == "quantile":
-            value = float(np.quantile(x, value)) if x.size else math.inf
-        out[marker] = value
-    return out
-
-
-def gate_cells(table: pd.DataFrame, thresholds: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
-    """(coarse, subtype) per cell by the decision tree of the module docstring: coarse an index into
-    CELL_TYPES or -1 (unassigned), subtype an index into T_SUBTYPES or -1 (not a T cell / no subtype)."""
-    pos = {m: table[m].to_numpy(np.float64) >= thresholds[m] for m in GATE_MARKERS}
-    ck, cd45 = pos["Pan-CK"], pos["CD45"]
-    t, b, mac = pos["CD3e"], pos["CD20"], pos["CD68"] | pos["CD163"]
-    one = (t.astype(int) + b + mac) == 1
-    coarse = np.select(
-        [ck & cd45, ck, cd45 & one & t, cd45 & one & b, cd45 & one & mac, cd45, pos["CD31"], pos["SMA"]],
-        [
-            -1,
-            _COARSE["tumour"],
-            _T,
-            _COARSE["B cell"],
-            _COARSE["macrophage"],
-            -1,
-            _COARSE["endothelial"],
-            _COARSE["stromal"],
-        ],
-        default=-1,
-    ).astype(np.int64)
-    cd4, cd8, foxp3 = pos["CD4"], pos["CD8a"], pos["FOXP3"]
-    sub = np.select([cd4 & foxp3 & ~cd8, cd4 & ~foxp3 & ~cd8, cd8 & ~cd4 & ~foxp3], [2, 0, 1], default=-1)
-    sub = np.where(coarse == _T, sub, -1).astype(np.int64)
-    return coarse, sub
-
-
-# --------------------------------------------------------------------------------------------- lazy pixels
-class _LazyImage:
-    """Level-0 channel pages of an OME-TIFF, read tile by tile (never a whole page) through an LRU cache.
-
-    All channel pages must share one tile (or strip) grid, as Orion-CRC's do; a cache entry is one tile
-    position decoded for every channel, ``(C, tile_h, tile_w)``, channels in ``order`` (page per output channel).
-    """
-
-    def __init__(self, path: Path, n_channels: int, order: Sequence[int], cache_bytes: int) -> None:
-        import tifffile
-
-        self.path = path
-        try:
-            self.tif = tifffile.TiffFile(path)
-        except Exception as err:  # tifffile raises TiffFileError, ValueError, struct.error, ... on bad files
-            raise BuildError(path, f"cannot be read as a TIFF ({type(err).__name__}: {err})") from err
-        try:
-            self._open(n_channels)
-        except BuildError:
-            self.tif.close()
-            raise
-        except Exception as err:
-            self.tif.close()
-            raise BuildError(path, f"cannot be read as a TIFF: bad structure ({type(err).__name__}: {err})") from err
-        self.order = [int(i) for i in order]
-        self.cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        self.cache_bytes, self.cached_bytes = int(cache_bytes), 0
-        self.tiles_decoded = 0
-
-    def _open(self, n_channels: int) -> None:
-        series = self.tif.series[0]
-        shape, axes = tuple(series.shape), series.axes
-        if len(shape) != 3 or axes[-2:] != "YX" or axes[0] not in "CIQZT":
-            raise BuildError(
-                self.path,
-                f"unsupported layout: first series has shape {shape} axes {axes!r}; expected (channels, Y, X)",
-            )
-        if shape[0] != n_channels:
-            raise BuildError(
-                self.path, f"has {shape[0]} channels but markers.csv names {n_channels} (Orion-CRC images have 19)"
-            )
-        pages = list(series.pages)
-        if len(pages) != shape[0] or any(p is None for p in pages):
-            raise BuildError(
-                self.path,
-                f"unsupported layout: {len(pages)} level-0 pages for {shape[0]} channels "
-                f"(expected one page per channel)",
-            )
-        self.height, self.width = int(shape[1]), int(shape[2])
-        self.pages = pages
-        grids = set()
-        for i, page in enumerate(pages):
-            key = page.keyframe
-            if key.samplesperpixel != 1 or key.imagedepth != 1 or tuple(key.shape[-2:]) != (self.height, self.width):
-                raise BuildError(
-                    self.path,
-                    f"unsupported layout: page {i} has shape {key.shape}, "
-                    f"{key.samplesperpixel} samples per pixel, depth {key.imagedepth}",
-                )
-            if key.dtype is None or key.dtype.kind != "u" or key.dtype.itemsize > 2:
-                raise BuildError(self.path, f"page {i} has pixel type {key.dtype}; expected uint8 or uint16")
-            tile_h, tile_w = (int(v) for v in key.chunks[-2:])
-            ny, nx = -(-self.height // tile_h), -(-self.width // tile_w)
-            if len(key.chunks) != 2 or len(page.dataoffsets) != ny * nx:
-                raise BuildError(
-                    self.path,
-                    f"unsupported layout: page {i} has {len(page.dataoffsets)} "
-                    f"segments of {key.chunks} for a {self.height}x{self.width} image",
-                )
-            grids.add((tile_h, tile_w, nx))
-        if len(grids) != 1:
-            raise BuildError(self.path, f"unsupported layout: channel pages use different tile grids {sorted(grids)}")
-        self.tile_h, self.tile_w, self.nx = grids.pop()
-        self.tile_shape = (self.tile_h, self.tile_w)
-
-    def close(self) -> None:
-        self.tif.close()
-        self.cache.clear()
-
-    def tiles_total(self) -> int:
-        return sum(len(p.dataoffsets) for p in self.pages)
-
-    def _decode(self, channel: int, index: int) -> np.ndarray:
-        page = self.pages[channel]
-        frame = page.keyframe
-        offset, count = int(page.dataoffsets[index]), int(page.databytecounts[index])
-        try:
-            if count == 0:  # sparse file: an absent tile is empty
-                return np.zeros(self.tile_shape, frame.dtype)
-            fh = self.tif.filehandle
-            fh.seek(offset)
-            data = fh.read(count)
-            if len(data) != count:
-                raise OSError(f"file ends inside the tile ({len(data)} of {count} bytes)")
-            segment, _, _ = frame.decode(data, index, jpegtables=frame.jpegtables)
-            return np.asarray(segment).reshape(segment.shape[-3], segment.shape[-2])
-        except Exception as err:
-            raise BuildError(
-                self.path, f"cannot decode tile {index} of channel page {channel} ({type(err).__name__}: {err})"
-            ) from err
-
-    def _stack(self, index: int) -> np.ndarray:
-        """Tile ``index`` of every channel, (C, h, w), decoded once while it stays in the cache."""
-        if index in self.cache:
-            self.cache.move_to_end(index)
-            return self.cache[index]
-        tiles = [self._decode(page, index) for page in self.order]
-        h, w = min(t.shape[0] for t in tiles), min(t.shape[1] for t in tiles)
-        stack = np.stack([t[:h, :w] for t in tiles])
-        self.tiles_decoded += len(tiles)
-        self.cache[index] = stack
-        self.cached_bytes += stack.nbytes
-        while self.cached_bytes > self.cache_bytes and len(self.cache) > 1:
-            _, old = self.cache.popitem(last=False)
-            self.cached_bytes -= old.nbytes
-        return stack
-
-    def read(self, top: int, left: int, size: int, out: np.ndarray) -> None:
-        """Fill ``out`` (C, size, size) with rows top.. and columns left.. of every channel (zero outside)."""
-        out[:] = 0
-        r0, r1 = max(top, 0), min(top + size, self.height)
-        c0, c1 = max(left, 0), min(left + size, self.width)
-        if r0 >= r1 or c0 >= c1:
-            return
-        for ty in range(r0 // self.tile_h, (r1 - 1) // self.tile_h + 1):
-            for tx in range(c0 // self.tile_w, (c1 - 1) // self.tile_w + 1):
-                stack = self._stack(ty * self.nx + tx)
-                y0, x0 = ty * self.tile_h, tx * self.tile_w
-                ya, yb = max(r0, y0), min(r1, y0 + stack.shape[1])
-                xa, xb = max(c0, x0), min(c1, x0 + stack.shape[2])
-                if ya < yb and xa < xb:
-                    out[:, ya - top : yb - top, xa - left : xb - left] = stack[:, ya - y0 : yb - y0, xa - x0 : xb - x0]
-
-
-def _ome_pixel_size(tif: Any) -> float | None:
-    match = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tif.ome_metadata or "") if tif.is_ome else None
-    return float(match.group(1)) if match else None
+def _gate(table: CellTable, p: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, float]]]:
+    """Per slide: thresholds of the gated markers, then (coarse, subtype) of every cell."""
+    n = len(table.cells)
+    coarse, sub = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    cuts = {}
+    sample_of = table.cells["sample"].to_numpy()
+    for i, sample in enumerate(table.samples):
+        rows = np.flatnonzero(sample_of == i)
+        values = {m: table.means[rows, table.quant_markers.index(m)] for m in GATE_MARKERS}
+        cuts[sample.name] = thresholds(values, p["gates"], p["default_gate"])
+        coarse[rows], sub[rows] = gate_cells(values, cuts[sample.name])
+    return coarse, sub, cuts
 
 
 # ---------------------------------------------------------------------------------------------- selection
 def _check(params: Mapping[str, Any]) -> dict[str, Any]:
     p = check_params(KIND, params, DEFAULTS)
-    if isinstance(p["crop_size"], bool) or not isinstance(p["crop_size"], int) or p["crop_size"] < 8:
-        raise ValueError(f"{KIND}: params.crop_size must be an int >= 8, got {p['crop_size']!r}")
-    if p["edge"] not in ("skip", "pad"):
-        raise ValueError(f"{KIND}: params.edge must be 'skip' or 'pad', got {p['edge']!r}")
+    check_common(p, KIND)
     if p["split_by"] not in ("auto", "slide", "cell"):
         raise ValueError(f"{KIND}: params.split_by must be 'auto', 'slide' or 'cell', got {p['split_by']!r}")
     if unknown := sorted(set(p["gates"]) - set(GATE_MARKERS)):
@@ -427,16 +302,20 @@ def _check(params: Mapping[str, Any]) -> dict[str, Any]:
             f"{list(GATE_MARKERS)}"
         )
     for marker, spec in {**p["gates"], "default_gate": p["default_gate"]}.items():
-        _parse_gate(marker, spec)
-    for key in ("per_class", "n_pretrain", "cache_mb"):
-        if not isinstance(p[key], int) or p[key] < (1 if key == "cache_mb" else 0):
-            raise ValueError(f"{KIND}: params.{key} must be an int >= {1 if key == 'cache_mb' else 0}, got {p[key]!r}")
-    fractions = np.asarray(p["split_fractions"], float)
-    if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1.0):
-        raise ValueError(
-            f"{KIND}: params.split_fractions must be three non-negative numbers summing to 1, got "
-            f"{p['split_fractions']!r}"
-        )
+        parse_gate(marker, spec)
+    if isinstance(p["per_class"], bool) or not isinstance(p["per_class"], int) or p["per_class"] < 0:
+        raise ValueError(f"{KIND}: params.per_class must be an int >= 0, got {p['per_class']!r}")
+    low = p["min_per_class"]
+    if low is not None and (isinstance(low, bool) or not isinstance(low, int) or low < 1):
+        raise ValueError(f"{KIND}: params.min_per_class must be null or an int >= 1, got {low!r}")
+    if low is not None and p["per_class"] and low > p["per_class"]:
+        raise ValueError(f"{KIND}: params.min_per_class ({low}) exceeds per_class ({p['per_class']})")
+    if p["path"] is not None and not (isinstance(p["path"], str) and p["path"]):
+        raise ValueError(f"{KIND}: params.path must be a folder (of CRCxx/ slide folders), got {p['path']!r}")
+    if p["slides"] and p["path"] is None:
+        raise ValueError(f"{KIND}: params.slides goes with params.path (read in place); to download use source.slides")
+    if p["masks"] not in ([], ["cell"]):
+        raise ValueError(f"{KIND}: params.masks must be [] or ['cell'], got {p['masks']!r}")
     return p
 
 
@@ -446,18 +325,54 @@ def _shares(total: int, fractions: np.ndarray) -> np.ndarray:
     return np.diff(np.concatenate([[0], bounds, [total]]))
 
 
-def _slide_splits(folders: list[str], fractions: np.ndarray, seed: int) -> dict[str, int]:
-    n = len(folders)
-    n_val = 0 if fractions[1] == 0 else max(1, round(fractions[1] * n))
-    n_test = 0 if fractions[2] == 0 else max(1, round(fractions[2] * n))
-    if n - n_val - n_test < 1:
-        raise ValueError(
-            f"{KIND}: split_by='slide' needs a train slide besides {n_val} val and {n_test} test "
-            f"slide(s); got {n} slide(s) -- add slides or use split_by='cell'"
+def _available(labels: np.ndarray, pool: np.ndarray, classes: list[str], group: np.ndarray | None) -> dict:
+    """Cells per class in each split (slide splits) or in all (cell splits) a balanced set can draw on."""
+    if group is None:
+        return {"all": {c: int(np.sum(labels[pool] == i)) for i, c in enumerate(classes)}}
+    return {
+        split: {c: int(np.sum((labels[pool] == i) & (group[pool] == s))) for i, c in enumerate(classes)}
+        for s, split in enumerate(SPLITS)
+    }
+
+
+def _largest(cands: Mapping[int, np.ndarray], group: np.ndarray | None, fractions: np.ndarray) -> int:
+    """The largest per-class total whose split shares every (split, class) can give."""
+    if group is None:
+        return min(len(v) for v in cands.values())
+    largest = min(
+        (int(np.sum(group[v] == s) / fractions[s]) for v in cands.values() for s in range(3) if fractions[s] > 0),
+        default=0,
+    )
+    while largest > 0 and any(
+        _shares(largest, fractions)[s] > np.sum(group[v] == s) for v in cands.values() for s in range(3)
+    ):
+        largest -= 1
+    return largest
+
+
+def _per_class(name: str, largest: int, available: dict, p: Mapping[str, Any], where: str) -> int:
+    """The per-class total to draw: ``per_class`` (0: ``largest``); a shortfall fails, naming the counts, unless
+    ``min_per_class`` accepts it."""
+    per_class, low = p["per_class"], p["min_per_class"]
+    if largest == 0:
+        raise BuildError(
+            where,
+            f"{name}: some class has no usable cell in a split (cells per class and split: {available}); adjust "
+            "params.gates or add slides",
         )
-    order = stable_rng(seed, KIND, "slides").permutation(n)
-    codes = np.repeat(np.arange(3), [n - n_val - n_test, n_val, n_test])
-    return {folders[i]: int(c) for i, c in zip(order, codes, strict=True)}
+    if per_class == 0 or largest >= per_class:
+        return per_class or largest
+    if low is None or largest < low:
+        accepted = "" if low is None else f" and min_per_class {low} is not met"
+        raise BuildError(
+            where,
+            f"{name}: only {largest} cells per class can be balanced across the splits, not per_class {per_class}"
+            f"{accepted}; cells available per class and split: {available}. Set params.min_per_class to the "
+            f"smallest per-class count you accept (e.g. {largest}), lower per_class, add slides or adjust "
+            "params.gates",
+        )
+    log.warning("%s: %d cells per class (asked %d; min_per_class %d accepts it)", name, largest, per_class, low)
+    return largest
 
 
 def _balanced(
@@ -466,44 +381,27 @@ def _balanced(
     k: int,
     group: np.ndarray | None,
     fractions: np.ndarray,
-    per_class: int,
+    total: int,
     seed: int,
     name: str,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Balanced (rows, split codes, per-class total): per split, class counts equal.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced (rows, split codes): ``total`` cells per class, each split its share, class counts equal per split.
 
     ``group`` (split code per cell, by slide) fixes each cell's split; without it cells are split at random
-    within each class. ``per_class`` 0 = the largest total the scarcest (split, class) allows.
-    """
+    within each class."""
     rng = stable_rng(seed, KIND, name)
-    cands = {c: pool[labels[pool] == c] for c in range(k)}
-    if group is None:
-        largest = min(len(v) for v in cands.values())
-    else:
-        largest = min(
-            (int(np.sum(group[v] == s) / fractions[s]) for v in cands.values() for s in range(3) if fractions[s] > 0),
-            default=0,
-        )
-        while largest > 0 and any(
-            _shares(largest, fractions)[s] > np.sum(group[v] == s) for v in cands.values() for s in range(3)
-        ):
-            largest -= 1
-    total = largest if per_class == 0 else min(per_class, largest)
-    if per_class > largest:
-        log.warning("%s: only %d cells per class available (asked for %d)", name, largest, per_class)
     shares = _shares(total, fractions)
     rows, codes = [], []
     for c in range(k):
+        cands = pool[labels[pool] == c]
         if group is None:
-            chosen = rng.choice(cands[c], size=total, replace=False)
-            rows.append(chosen)
+            rows.append(rng.choice(cands, size=total, replace=False))
             codes.append(np.repeat(np.arange(3), shares))
         else:
             for s in range(3):
-                in_split = cands[c][group[cands[c]] == s]
-                rows.append(rng.choice(in_split, size=shares[s], replace=False))
+                rows.append(rng.choice(cands[group[cands] == s], size=shares[s], replace=False))
                 codes.append(np.full(shares[s], s))
-    return np.concatenate(rows).astype(np.int64), np.concatenate(codes).astype(np.uint8), total
+    return np.concatenate(rows).astype(np.int64), np.concatenate(codes).astype(np.uint8)
 
 
 def _cap_balanced(
@@ -526,177 +424,159 @@ def _cap_balanced(
     return rows[kept], codes[kept]
 
 
+def _class_counts(labels: np.ndarray, codes: np.ndarray, classes: list[str]) -> dict[str, dict[str, int]]:
+    return {
+        split: {c: int(np.sum((codes == s) & (labels == i))) for i, c in enumerate(classes)}
+        for s, split in enumerate(SPLITS)
+    }
+
+
 # ------------------------------------------------------------------------------------------------- build
 def build_orion_crc(
     out: str | Path, files: Mapping[str, Path], params: Mapping[str, Any], caps: Caps, seed: int
 ) -> dict[str, Path]:
     """Build ``pretrain``, ``cell_types`` and ``t_cells`` under ``out`` (see the module docstring)."""
     p = _check(params)
-    out = Path(out)
     fractions = np.asarray(p["split_fractions"], float)
-    size, half = p["crop_size"], p["crop_size"] // 2
-    markers_path = require(files, "markers.csv", KIND)
-    markers = read_markers(markers_path)
-    slides = _slides(files)
-    channel_of = [markers.index(name) for name in MULTIPLEX_CHANNELS]  # output channel -> image page
-
-    # ---- per slide: image header (cheap), cell table, gates; nothing is decoded yet
-    images: list[_LazyImage] = []
-    cells, per_slide = [], {}
+    slides = _in_place(Path(p["path"]), p["slides"]) if p["path"] is not None else _downloaded(files)
+    table = open_cells(
+        slides,
+        MULTIPLEX_CHANNELS,
+        MULTIPLEX_CHANNELS,
+        p["crop_size"],
+        p["cache_mb"] << 20,
+        p["masks"],
+        p["check_channel_names"],
+    )
     try:
+        coarse, sub, cuts = _gate(table, p)
+        keep = table.cells["inside"].to_numpy() if p["edge"] == "skip" else np.ones(len(table.cells), bool)
+        sample_of = table.cells["sample"].to_numpy()
+        per_slide = {}
         for i, slide in enumerate(slides):
-            image = _LazyImage(slide.image, len(markers), channel_of, p["cache_mb"] << 20)
-            images.append(image)
-            table, dropped = _read_cells(slide.cells, markers, image.width, image.height)
-            thresholds = _thresholds(table, p["gates"], p["default_gate"])
-            coarse, sub = gate_cells(table, thresholds)
-            x = np.floor(table["X_centroid"].to_numpy()).astype(np.int64) - half
-            y = np.floor(table["Y_centroid"].to_numpy()).astype(np.int64) - half
-            inside = (x >= 0) & (y >= 0) & (x + size <= image.width) & (y + size <= image.height)
-            keep = inside if p["edge"] == "skip" else np.ones_like(inside)
-            cells.append(pd.DataFrame({"slide": i, "left": x, "top": y, "coarse": coarse, "sub": sub})[keep])
-            per_slide[slide.folder] = {
+            mine = keep & (sample_of == i)
+            per_slide[slide.name] = {
+                **table.info[slide.name],
                 "image": slide.image.name,
-                "cells": slide.cells.name,
-                "size_yx": [image.height, image.width],
-                "tile_yx": list(image.tile_shape),
-                "pixel_size_um": _ome_pixel_size(image.tif),
-                "n_cells": len(table),
-                "n_dropped_missing_values": dropped,
-                "n_crop_outside_image": int((~inside).sum()),
-                "thresholds": {m: v if math.isfinite(v) else "inf" for m, v in thresholds.items()},
+                "cells": slide.table.name,
+                "thresholds": {m: v if math.isfinite(v) else "inf" for m, v in cuts[slide.name].items()},
                 "counts": {
-                    **{n: int(np.sum((coarse == c) & keep)) for n, c in _COARSE.items()},
-                    "unassigned": int(np.sum((coarse == -1) & keep)),
-                    **{n: int(np.sum((sub == s) & keep)) for s, n in enumerate(T_SUBTYPES)},
-                    "T cell without subtype": int(np.sum((coarse == _T) & (sub == -1) & keep)),
+                    **{n: int(np.sum((coarse == c) & mine)) for n, c in _COARSE.items()},
+                    "unassigned": int(np.sum((coarse == -1) & mine)),
+                    **{n: int(np.sum((sub == s) & mine)) for s, n in enumerate(T_SUBTYPES)},
+                    "T cell without subtype": int(np.sum((coarse == _T) & (sub == -1) & mine)),
                 },
             }
             log.info(
-                "%s: %d cells, thresholds %s, counts %s",
-                slide.folder,
-                len(table),
-                {m: round(v, 2) for m, v in thresholds.items()},
-                per_slide[slide.folder]["counts"],
+                "%s: thresholds %s, counts %s",
+                slide.name,
+                {m: round(v, 2) for m, v in cuts[slide.name].items()},
+                per_slide[slide.name]["counts"],
             )
-        allc = pd.concat(cells, ignore_index=True)
-        coarse, sub = allc["coarse"].to_numpy(), allc["sub"].to_numpy()
+        coarse, sub = np.where(keep, coarse, -1), np.where(keep, sub, -1)
         fine = np.where(coarse == _T, np.where(sub >= 0, 5 + sub, -1), coarse)
 
         # ---- splits and selections (caps applied here, before any pixel is read)
+        names = [s.name for s in slides]
         by_slide = p["split_by"] == "slide" or (p["split_by"] == "auto" and len(slides) >= 3)
-        slide_split = _slide_splits([s.folder for s in slides], fractions, seed) if by_slide else None
-        group = (
-            None
-            if slide_split is None
-            else np.array([slide_split[slides[i].folder] for i in allc["slide"].to_numpy()], np.int64)
+        slide_split = (
+            sample_splits(names, fractions, seed, {}, KIND, unit="slide", setting="split_by='slide'")
+            if by_slide
+            else None
         )
-        csvs = ", ".join(str(s.cells) for s in slides)
+        group = None if slide_split is None else np.array([slide_split[names[i]] for i in sample_of], np.int64)
+        where = ", ".join(str(s.table) for s in slides)
+        everyone = np.arange(len(table.cells))
         chosen: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        totals = {}
-        everyone = np.arange(len(allc))
-        for name, labels, k in (("cell_types", coarse, len(CELL_TYPES)), ("t_cells", sub, len(T_SUBTYPES))):
+        balance = {}
+        for name, labels, classes in (("cell_types", coarse, CELL_TYPES), ("t_cells", sub, T_SUBTYPES)):
             pool = everyone[labels >= 0]
-            rows, codes, totals[name] = _balanced(labels, pool, k, group, fractions, p["per_class"], seed, name)
-            if totals[name] == 0:
-                have = {
-                    c: int(np.sum(labels[pool] == i))
-                    for i, c in enumerate(CELL_TYPES if name == "cell_types" else T_SUBTYPES)
-                }
-                raise BuildError(
-                    csvs,
-                    f"{name}: some class has no usable cell in a split (cells per class: {have}); "
-                    f"adjust params.gates or add slides",
-                )
-            rows, codes = _cap_balanced(rows, codes, labels, k, caps, name, seed)
+            cands = {c: pool[labels[pool] == c] for c in range(len(classes))}
+            available = _available(labels, pool, classes, group)
+            total = _per_class(name, _largest(cands, group, fractions), available, p, where)
+            rows, codes = _balanced(labels, pool, len(classes), group, fractions, total, seed, name)
+            rows, codes = _cap_balanced(rows, codes, labels, len(classes), caps, name, seed)
             chosen[name] = (rows, labels[rows], codes)
-        used = np.zeros(len(allc), bool)
+            balance[name] = {
+                "per_class_asked": p["per_class"],
+                "min_per_class": p["min_per_class"],
+                "per_class": total,
+                "available": available,
+                "class_counts": _class_counts(labels[rows], codes, classes),
+            }
+        used = np.zeros(len(table.cells), bool)
         for rows, _, _ in chosen.values():
             used[rows] = True
         pool = everyone[(fine >= 0) & ~used]
         n_pre = pool.size if p["n_pretrain"] == 0 else min(p["n_pretrain"], pool.size)
         if n_pre == 0:
-            raise BuildError(csvs, "pretrain: no typed cell left outside the evaluation datasets")
+            raise BuildError(where, "pretrain: no typed cell left outside the evaluation datasets")
         rows = np.sort(stable_rng(seed, KIND, "pretrain").choice(pool, size=n_pre, replace=False))
         rows = caps.apply(rows, "pretrain", "train", seed)
         chosen["pretrain"] = (rows, fine[rows], np.zeros(rows.size, np.uint8))
 
-        # ---- final row order: split blocks, shuffled within each block
         info = {
             "source": "Orion-CRC (Lin et al. 2023), s3://lin-2023-orion-crc/data",
             "seed": int(seed),
-            "slides": [s.folder for s in slides],
-            "crop_size": size,
+            "slides": names,
+            "read_in_place": p["path"],
+            "crop_size": p["crop_size"],
             "edge": p["edge"],
             "split_by": "slide" if by_slide else "cell",
-            "slide_splits": (None if slide_split is None else {f: SPLITS[c] for f, c in slide_split.items()}),
+            "slide_splits": None if slide_split is None else {f: SPLITS[c] for f, c in slide_split.items()},
             "split_fractions": fractions.tolist(),
+            "normalisation": {"method": "none", "note": "uint16 intensities as stored"},
             "gating": {
                 "decision_tree": DECISION_TREE,
+                "rules": RULES,
+                "t_rules": T_RULES,
                 "gates": dict(p["gates"]),
                 "default_gate": p["default_gate"],
                 "per_slide": per_slide,
             },
         }
-        names = {
+        kinds = {
             "pretrain": (FINE_TYPES, ["train"]),
             "cell_types": (CELL_TYPES, SPLITS),
             "t_cells": (T_SUBTYPES, SPLITS),
         }
-        writers: dict[str, DatasetWriter] = {}
-        ordered: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        targets: dict[int, list[tuple[str, int]]] = {}
-        try:
-            for name in ("pretrain", "cell_types", "t_cells"):
-                rows, labels, codes = chosen[name]
-                perm = stable_rng(seed, KIND, name, "order").permutation(rows.size)
-                order = perm[split_order(codes[perm])]
-                classes, split_names = names[name]
-                extra = (
-                    {"distribution": "natural (gated fine types)", "n_pool": int(pool.size)}
-                    if name == "pretrain"
-                    else {"per_class": totals[name], "balanced": True}
+        plans = []
+        for name in ("pretrain", "cell_types", "t_cells"):
+            rows, labels, codes = chosen[name]
+            perm = stable_rng(seed, KIND, name, "order").permutation(rows.size)
+            order = perm[split_order(codes[perm])]
+            extra = (
+                {"distribution": "natural (gated fine types)", "n_pool": int(pool.size)}
+                if name == "pretrain"
+                else {**balance[name], "balanced": True}
+            )
+            classes, split_names = kinds[name]
+            plans.append(
+                Plan(
+                    name, rows[order], labels[order], codes[order], list(classes), list(split_names), {**info, **extra}
                 )
-                meta = {
-                    "name": name,
-                    "channel_names": list(MULTIPLEX_CHANNELS),
-                    "class_names": list(classes),
-                    "split_names": list(split_names),
-                    "mask_names": [],
-                    "info": {**info, **extra},
-                }
-                writer = DatasetWriter(
-                    out / name, rows.size, (len(MULTIPLEX_CHANNELS), size, size), meta, dtype=np.uint16
-                )
-                writers[name] = writer
-                ordered[name] = (labels[order], codes[order])
-                for position, r in enumerate(rows[order]):
-                    targets.setdefault(int(r), []).append((name, position))
-
-            # ---- one pass over the needed cells, slide by slide in tile order
-            needed = np.array(sorted(targets), np.int64)
-            sl, top, left = (allc[c].to_numpy()[needed] for c in ("slide", "top", "left"))
-            tile_h, tile_w = np.array([images[i].tile_shape for i in sl]).reshape(-1, 2).T
-            visit = np.lexsort((left, top, np.maximum(left, 0) // tile_w, np.maximum(top, 0) // tile_h, sl))
-            crop = np.zeros((len(MULTIPLEX_CHANNELS), size, size), np.uint16)
-            for j in visit:
-                images[int(sl[j])].read(int(top[j]), int(left[j]), size, crop)
-                for name, position in targets[int(needed[j])]:
-                    labels, codes = ordered[name]
-                    writers[name].write(position, crop, int(labels[position]), int(codes[position]))
-            decoded = {
-                slides[i].folder: {"tiles_decoded": im.tiles_decoded, "tiles_total": im.tiles_total()}
-                for i, im in enumerate(images)
-            }
-            paths = {}
-            for name, writer in writers.items():
-                writer.meta["info"]["reading"] = decoded
-                paths[name] = writer.close()
-        except BaseException:
-            for writer in writers.values():
-                writer.abort()
-            raise
+            )
+        return write_crops(Path(out), table, plans)
     finally:
-        for image in images:
-            image.close()
-    return paths
+        table.close()
+
+
+# ------------------------------------------------------------------------------------------------ layout
+def layout(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What an ``orion_crc`` entry's build writes, without building (19 channels, ``crop_size`` px); fails when the
+    entry names neither slides to download (``source.slides``) nor a folder to read in place (``params.path``)."""
+    try:
+        from splicer.registry import Layout  # type: ignore[attr-defined]
+    except ImportError:  # the registry's Layout type is not there yet
+        from collections import namedtuple
+
+        Layout = namedtuple("Layout", "channels masks size")
+    p = _check(spec.get("params", {}))
+    if p["path"] is None and not dict(spec.get("source") or {}).get("slides"):
+        raise ValueError(
+            f"{KIND}: choose slides to download (source.slides) or a folder to read in place (params.path)"
+        )
+    size = (p["crop_size"], p["crop_size"])
+    return {
+        n: Layout(tuple(MULTIPLEX_CHANNELS), tuple(p["masks"]), size) for n in ("pretrain", "cell_types", "t_cells")
+    }
