@@ -27,11 +27,13 @@ EXPECTED = {  # family -> {dataset: (C, H, W, dtype, n_classes, masks)} at defau
         "pretrain": (19, 16, 16, np.uint8, 8, 0),
         "cell_types": (19, 16, 16, np.uint8, 6, 0),
         "t_cells": (19, 16, 16, np.uint8, 3, 0),
+        "t_cells_complex": (3, 16, 16, np.uint8, 3, 0),
     },
     "hyperspectral": {
         "pretrain": (13, 16, 16, np.uint16, 6, 0),
         "bands13": (13, 16, 16, np.uint16, 6, 0),
         "rgb": (3, 16, 16, np.uint16, 6, 0),
+        "bands13_complex": (7, 16, 16, np.uint16, 6, 0),
     },
     "histology": {
         "pretrain": (3, 32, 32, np.uint8, 4, 1),
@@ -219,13 +221,6 @@ def test_hyperspectral_bands_and_rgb_subset(demo):
     np.testing.assert_array_equal(hs["rgb"].labels, hs["bands13"].labels)
     assert hs["bands13"].meta["info"]["band_order"] == HYPERSPECTRAL_BANDS
     assert hs["bands13"].images.max() > 255  # really uses the uint16 range
-
-
-def test_hyperspectral_all_bands_beat_rgb(demo):
-    hs = demo["hyperspectral"]
-    acc13, acc_rgb = _probe(hs["bands13"], _channel_means), _probe(hs["rgb"], _channel_means)
-    print(f"13-band means LR {acc13:.3f}; RGB means LR {acc_rgb:.3f}")
-    assert acc13 > 0.9 and acc13 > acc_rgb + 0.2
 
 
 # ----------------------------------------------------------------------------------------- histology

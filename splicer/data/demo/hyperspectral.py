@@ -1,4 +1,14 @@
-"""EuroSAT-like 13-band Sentinel-2 patches (Fig. 3d-e): some classes differ only outside the visible bands."""
+"""EuroSAT-like 13-band Sentinel-2 patches (Fig. 3d-e): some classes differ only outside the visible bands.
+
+Simple feature: visible colour and texture (stripes, blobs, street grid, water), per-image illumination and haze,
+shared by most bands; they separate four class groups and carry most of the variance. Complex feature: the
+red-edge/NIR/SWIR spectral shape that separates the two RGB-confusable pairs (AnnualCrop vs PermanentCrop,
+Forest vs HerbaceousVegetation: identical B02-B04, differences of 0.5-2 % reflectance in B05-B08A, B11, B12).
+It is complex because it is a small, first-order level difference in a few bands, below the +-20 % per-image
+illumination and the per-band brightness/contrast jitter of the augmentations, while texture and brightness are
+large and shared by every band. ``pretrain_shifted`` is an MMEarth-like (global) pretraining set: desert and snow
+biomes EuroSAT lacks, partial cloud cover, wider illumination and haze.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +36,7 @@ from splicer.registry import Layout
 
 __all__ = ["DATASETS", "layout", "make_hyperspectral"]
 
-DATASETS = ("pretrain", "bands13", "rgb")
+DATASETS = ("pretrain", "bands13", "rgb", "pretrain_shifted", "pretrain_complex", "bands13_complex")
 """The datasets :func:`make_hyperspectral` writes."""
 
 _BAND_RES = {"B01": 4, "B09": 4, "B10": 4, "B05": 2, "B06": 2, "B07": 2, "B08A": 2, "B11": 2, "B12": 2}
@@ -40,8 +50,16 @@ _SPECTRA = {
     "roof": [0.12, 0.13, 0.14, 0.15, 0.16, 0.17, 0.18, 0.19, 0.19, 0.10, 0.005, 0.22, 0.20],
     "asphalt": [0.06, 0.06, 0.07, 0.07, 0.08, 0.09, 0.09, 0.10, 0.10, 0.05, 0.003, 0.11, 0.10],
     "water": [0.07, 0.06, 0.05, 0.03, 0.02, 0.015, 0.01, 0.01, 0.01, 0.005, 0.002, 0.005, 0.003],
+    "sand": [0.15, 0.2, 0.25, 0.3, 0.33, 0.35, 0.37, 0.38, 0.39, 0.2, 0.005, 0.45, 0.4],
+    "snow": [0.8, 0.85, 0.85, 0.83, 0.8, 0.75, 0.72, 0.7, 0.68, 0.4, 0.01, 0.1, 0.08],
+    "cloud": [0.55, 0.55, 0.55, 0.55, 0.55, 0.55, 0.55, 0.55, 0.55, 0.3, 0.25, 0.45, 0.35],
     "turbid": [0.08, 0.07, 0.07, 0.05, 0.04, 0.02, 0.015, 0.015, 0.012, 0.006, 0.002, 0.006, 0.004],
 }
+_GAP = 0.25  # scale of the non-visible difference between RGB-confusable pairs
+_BRIGHTNESS = (0.8, 1.2)
+_HAZE = 0.04
+_SHIFT = {"classes": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.5, 1.0], "brightness": (0.6, 1.4), "haze": 0.1, "cloud_p": 0.5}
+_COMPLEX = ["B05", "B06", "B07", "B08", "B08A", "B11", "B12"]
 # class: (pattern, endmember where pattern ~ 1, endmember where ~ 0)
 _LAND_CLASSES = [
     ("AnnualCrop", "stripes", "crop_a", "soil"),
@@ -51,6 +69,10 @@ _LAND_CLASSES = [
     ("Residential", "grid", "roof", "asphalt"),
     ("SeaLake", "smooth", "water", "turbid"),
 ]
+
+
+# biomes of the shifted pretraining set only (kinds 6, 7; saved unlabelled, -1)
+_OTHER_BIOMES = [("Desert", "smooth", "sand", "sand"), ("Snow", "blobs", "snow", "snow")]
 
 
 def _land_pattern(rng: np.random.Generator, kind: str, n: int, size: int) -> np.ndarray:
@@ -80,23 +102,39 @@ def _block_blur(x: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(blocks, factor, axis=1), factor, axis=2)
 
 
-def _render_land(rng: np.random.Generator, labels: np.ndarray, size: int) -> np.ndarray:
+def _spectrum(name: str) -> np.ndarray:
+    """Endmember spectrum; the second member of an RGB-confusable pair moves by ``_GAP`` x its difference."""
+    base = {"crop_b": "crop_a", "sparse": "dense"}.get(name)
+    if base is None:
+        return np.asarray(_SPECTRA[name])
+    a, b = np.asarray(_SPECTRA[base]), np.asarray(_SPECTRA[name])
+    return a + _GAP * (b - a)
+
+
+def _render_land(rng: np.random.Generator, labels: np.ndarray, size: int, shifted: bool = False) -> np.ndarray:
     """Reflectance patches (N, 13, S, S) as uint16 (reflectance * 65535)."""
     n, n_bands = len(labels), len(HYPERSPECTRAL_BANDS)
     t = np.zeros((n, size, size))
     hi, lo = np.zeros((n, n_bands)), np.zeros((n, n_bands))
-    for c, (_, pattern, e_hi, e_lo) in enumerate(_LAND_CLASSES):
+    for c, (_, pattern, e_hi, e_lo) in enumerate(_LAND_CLASSES + _OTHER_BIOMES):
         sel = np.flatnonzero(labels == c)
         t[sel] = _land_pattern(rng, pattern, sel.size, size)
-        hi[sel], lo[sel] = _SPECTRA[e_hi], _SPECTRA[e_lo]
+        hi[sel], lo[sel] = _spectrum(e_hi), _spectrum(e_lo)
     # forest vs herbaceous: brightness contrast (shadows) within the same endmember
     shadow = np.isin(labels, (2, 3))[:, None]
     lo = np.where(shadow, lo * 0.55, lo)
     spectral_jitter = 1.0 + 0.06 * rng.standard_normal((n, n_bands))
-    brightness = rng.uniform(0.8, 1.2, (n, 1))
+    brightness = rng.uniform(*(_SHIFT["brightness"] if shifted else _BRIGHTNESS), (n, 1))
     hi, lo = hi * spectral_jitter * brightness, lo * spectral_jitter * brightness
     img = t[:, None] * hi[:, :, None, None] + (1.0 - t[:, None]) * lo[:, :, None, None]
-    haze = rng.uniform(0.0, 0.04, (n, 1, 1, 1)) * np.linspace(1.0, 0.1, n_bands)[None, :, None, None]
+    haze = (
+        rng.uniform(0.0, _SHIFT["haze"] if shifted else _HAZE, (n, 1, 1, 1))
+        * np.linspace(1.0, 0.1, n_bands)[None, :, None, None]
+    )
+    if shifted and _SHIFT.get("cloud_p", 0.0) > 0:  # partial cloud cover: bright, flat, in every band
+        cover = rng.random(n) < _SHIFT["cloud_p"]
+        amount = cover[:, None, None] * sigmoid(4.0 * smooth_noise(rng, n, size, 0.1) + rng.uniform(-4, 1, (n, 1, 1)))
+        img = img * (1.0 - amount[:, None]) + amount[:, None] * np.asarray(_SPECTRA["cloud"])[None, :, None, None]
     img = img + haze + rng.normal(0.0, 0.004, img.shape)
     for b, factor in _BAND_RES.items():
         i = HYPERSPECTRAL_BANDS.index(b)
@@ -119,10 +157,14 @@ def make_hyperspectral(
     Six land-use classes mix two endmember spectra with a class texture (stripes, blobs, street grid,
     smooth water). RGB texture/colour separates four groups; AnnualCrop vs PermanentCrop and Forest vs
     HerbaceousVegetation share their visible (B02-B04) spectra and differ only in red-edge/NIR/SWIR
-    (B05-B08A, B11, B12), so an RGB-only model cannot separate those pairs.
+    (B05-B08A, B11, B12; ``_GAP`` = 0.25 of the original demo's differences), so an RGB-only model cannot
+    separate those pairs.
 
     Datasets: ``pretrain`` (uniform classes), ``bands13`` (balanced train/val/test) and ``rgb`` (the same
-    samples restricted to B04, B03, B02 = R, G, B).
+    samples restricted to B04, B03, B02 = R, G, B); ``pretrain_complex`` and ``bands13_complex`` (the same
+    samples restricted to the informative non-visible bands B05, B06, B07, B08, B08A, B11, B12);
+    ``pretrain_shifted`` (distribution-shifted pretraining: ~28 % desert/snow patches, unlabelled -1, the six
+    classes otherwise; half the patches partly clouded; illumination 0.6-1.4; haze up to 0.1).
     """
     check_params(seed, n_pretrain=n_pretrain, n_train=n_train, n_val=n_val, n_test=n_test, size=size)
     out, family = Path(out_dir), "hyperspectral"
@@ -145,18 +187,34 @@ def make_hyperspectral(
     }
     paths: dict[str, Path] = {}
 
+    cx = [HYPERSPECTRAL_BANDS.index(b) for b in _COMPLEX]
     rng = rng_for(seed, family, "pretrain")
     y = natural(rng, n_pretrain, [1.0] * len(classes))
-    paths["pretrain"] = save(
+    img = _render_land(rng, y, size)
+    for name, x, bands in (("pretrain", img, HYPERSPECTRAL_BANDS), ("pretrain_complex", img[:, cx], _COMPLEX)):
+        paths[name] = save(
+            out,
+            name,
+            x,
+            y,
+            split_codes([n_pretrain]),
+            channel_names=bands,
+            class_names=classes,
+            split_names=["train"],
+            info=info,
+        )
+    rng = rng_for(seed, family, "pretrain_shifted")
+    kind = natural(rng, n_pretrain, _SHIFT["classes"])
+    paths["pretrain_shifted"] = save(
         out,
-        "pretrain",
-        _render_land(rng, y, size),
-        y,
+        "pretrain_shifted",
+        _render_land(rng, kind, size, shifted=True),
+        np.where(kind < len(classes), kind, -1),  # other biomes are unlabelled
         split_codes([n_pretrain]),
         channel_names=HYPERSPECTRAL_BANDS,
         class_names=classes,
         split_names=["train"],
-        info=info,
+        info={**info, "shift": _SHIFT},
     )
     rng = rng_for(seed, family, "eval")
     y = balanced_splits(rng, counts, len(classes))
@@ -169,6 +227,17 @@ def make_hyperspectral(
         y,
         split,
         channel_names=HYPERSPECTRAL_BANDS,
+        class_names=classes,
+        split_names=SPLITS,
+        info=info,
+    )
+    paths["bands13_complex"] = save(
+        out,
+        "bands13_complex",
+        img[:, cx],
+        y,
+        split,
+        channel_names=_COMPLEX,
         class_names=classes,
         split_names=SPLITS,
         info=info,
