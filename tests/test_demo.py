@@ -25,8 +25,10 @@ EXPECTED = {  # family -> {dataset: (C, H, W, dtype, n_classes, masks)} at defau
     "hyperspectral": {"pretrain": (13, 16, 16, np.uint16, 6, 0), "bands13": (13, 16, 16, np.uint16, 6, 0),
                       "rgb": (3, 16, 16, np.uint16, 6, 0)},
     "histology": {"pretrain": (3, 32, 32, np.uint8, 4, 1), "eval": (3, 32, 32, np.uint8, 4, 1),
-                  "shift": (3, 32, 32, np.uint8, 2, 1)},
-    "xray": {"pretrain": (1, 32, 32, np.uint8, 2, 1), "pneumonia": (1, 32, 32, np.uint8, 2, 1)},
+                  "shift": (3, 32, 32, np.uint8, 2, 1), "eval_complex": (3, 32, 32, np.uint8, 4, 1),
+                  "shift_complex": (3, 32, 32, np.uint8, 2, 1)},
+    "xray": {"pretrain": (1, 32, 32, np.uint8, 2, 1), "pneumonia": (1, 32, 32, np.uint8, 2, 1),
+             "pneumonia_complex": (1, 32, 32, np.uint8, 2, 1)},
 }
 
 
