@@ -39,8 +39,14 @@ EXPECTED = {  # family -> {dataset: (C, H, W, dtype, n_classes, masks)} at defau
         "pretrain": (3, 32, 32, np.uint8, 4, 1),
         "eval": (3, 32, 32, np.uint8, 4, 1),
         "shift": (3, 32, 32, np.uint8, 2, 1),
+        "eval_complex": (3, 32, 32, np.uint8, 4, 1),
+        "shift_complex": (3, 32, 32, np.uint8, 2, 1),
     },
-    "xray": {"pretrain": (1, 32, 32, np.uint8, 2, 1), "pneumonia": (1, 32, 32, np.uint8, 2, 1)},
+    "xray": {
+        "pretrain": (1, 32, 32, np.uint8, 2, 1),
+        "pneumonia": (1, 32, 32, np.uint8, 2, 1),
+        "pneumonia_complex": (1, 32, 32, np.uint8, 2, 1),
+    },
 }
 
 
