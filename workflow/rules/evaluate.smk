@@ -110,8 +110,8 @@ rule embed_h5ad:
         batch=lambda w: config["embeddings"][w.export]["batch_size"],
         device=config["device"],
     shell:
-        "OMP_NUM_THREADS={threads} python -m splicer.cli embed --encoder {input.encoder} --data {params.data} "
-        "--out {params.out} --format h5ad --batch-size {params.batch} --device {params.device} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m splicer.cli embed --encoder {input.encoder:q} --data {params.data:q} "
+        "--out {params.out:q} --format h5ad --batch-size {params.batch:q} --device {params.device:q} > {log:q} 2>&1"
 
 
 rule embeddings:

@@ -141,8 +141,8 @@ def make_histology(
     amounts and illumination vary per hospital and per slide (tile).
 
     Simple: the stain colour (per-hospital stain vectors and a per-slide eosin vector and amount: the
-    highest-variance, first-order feature of a tile, label-free in pretraining) and the stroma (fibrous dense pink with oriented streaks or pale loose
-    tissue: mean eosin density). Complex: the nucleus type, normal (many small round uniform solid nuclei) or
+    highest-variance, first-order feature of a tile, label-free in pretraining) and the stroma (fibrous dense pink
+    with oriented streaks or pale loose tissue: mean eosin density). Complex: the nucleus type, normal (many small round uniform solid nuclei) or
     tumour (fewer large, variable, irregular, vesicular ones). Its cue is the size/shape distribution of a
     few dark blobs covering ~15 % of the tile, with matched stained area and haematoxylin amount, so no mean
     colour reveals it: it needs spatial (second-order) features of the nuclei, which the stain and stroma
