@@ -140,12 +140,12 @@ def make_histology(
     Haematoxylin/eosin concentration maps are rendered through a Beer-Lambert stain model whose stain vectors,
     amounts and illumination vary per hospital and per slide (tile).
 
-    Simple: the stain colour (per-hospital stain vectors and a per-slide eosin vector and amount: the
-    highest-variance, first-order feature of a tile, label-free in pretraining) and the stroma (fibrous dense pink
-    with oriented streaks or pale loose tissue: mean eosin density). Complex: the nucleus type, normal (many small round uniform solid nuclei) or
-    tumour (fewer large, variable, irregular, vesicular ones). Its cue is the size/shape distribution of a
-    few dark blobs covering ~15 % of the tile, with matched stained area and haematoxylin amount, so no mean
-    colour reveals it: it needs spatial (second-order) features of the nuclei, which the stain and stroma
+    Simple: the stain colour (per-hospital stain vectors and a per-slide eosin vector and amount: the highest-
+    variance, first-order feature of a tile, label-free in pretraining) and the stroma (fibrous dense pink with
+    oriented streaks or pale loose tissue: mean eosin density). Complex: the nucleus type, normal (many small round
+    uniform solid nuclei) or tumour (fewer large, variable, irregular, vesicular ones). Its cue is the size/shape
+    distribution of a few dark blobs covering ~15 % of the tile, with matched stained area and haematoxylin amount,
+    so no mean colour reveals it: it needs spatial (second-order) features of the nuclei, which the stain and stroma
     outweigh in whole-tile SSL but which are the dominant signal once the nuclei are cut out.
 
     Datasets: ``pretrain`` (hospitals 0-2, 4 classes uniform), ``eval`` (NCT-like: 4 classes = stroma x nucleus
