@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "PANEL_KEYS",
     "ChainComponent",
     "ChannelComponent",
     "Component",
@@ -210,8 +211,10 @@ def _fill(spec: Mapping, where: str) -> float:
     return float(value)
 
 
+PANEL_KEYS = frozenset({"type", "channels", "exclude", "groups"})
+"""The keys of a ``panel`` component (one channel component per channel, or per named group)."""
 _KEYS = {
-    "panel": {"type", "channels", "exclude", "groups"},
+    "panel": set(PANEL_KEYS),
     "channels": {"type", "channels"},
     "region": {"type", "rows", "cols", "mode", "fill"},
     "mask": {"type", "mask", "invert", "fill"},

@@ -153,6 +153,7 @@ KINDS: dict[str, Kind] = {
         ("cells", "pretrain"),
         None,
         SizeHint(50_000, 32, 32, 40, 2, eval_images=500_000),
+        layout=f"{_REAL}.multiplex:layout",
     ),
     "mnist_cifar": Kind(  # MNIST 0/1 on top of CIFAR car/truck
         f"{_REAL}.mnist_cifar:build_mnist_cifar",
@@ -170,7 +171,7 @@ KINDS: dict[str, Kind] = {
         f"{_SRC}:orion_archives",
         SizeHint(50_000, 32, 32, 19, 2, eval_images=100_000),
         f"{_SRC}:orion_variants",
-        layout=f"{_REAL}.layouts:orion_crc",
+        layout=f"{_REAL}.orion:layout",
     ),
     "eurosat": Kind(  # 13-band and RGB variants
         f"{_REAL}.sentinel2:build_eurosat",

@@ -320,7 +320,7 @@ def test_a_name_carrying_a_shell_command_is_refused_by_the_dry_run(tmp_path):
 def test_every_value_in_a_shell_command_is_quoted():
     """Placeholders of every ``shell:`` are ``:q``-quoted, except the thread count and the argument strings that
     splicer.pipeline.paths quotes itself."""
-    prequoted = {"threads", "params.args", "params.split"}
+    prequoted = {"threads", "params.args", "params.split", "params.evaluate"}
     for rules in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
         text = rules.read_text()
         for block in re.findall(r"^    shell:\n((?:        \".*\"\n)+)", text, re.M):
@@ -771,7 +771,7 @@ def test_the_readme_says_what_is_checked_when():
 def test_examples_put_the_target_before_configfile():
     """``--configfile`` takes several files: a target written after it is read as one more config file. Every
     ``snakemake ... --configfile`` command shown lists only config files after it, and a target before it."""
-    files = [ROOT / "README.md", ROOT / "Snakefile", *(ROOT / "config").glob("*.yaml"), ROOT / "slurm" / "config.yaml"]
+    files = [ROOT / "README.md", ROOT / "Snakefile", *(ROOT / "config").rglob("*.yaml"), ROOT / "slurm" / "config.yaml"]
     commands = 0
     for path in files:
         for line in path.read_text().splitlines():

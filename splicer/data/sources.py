@@ -481,8 +481,8 @@ def _in_place(kind: str, found: list[Archive], path: Any) -> list[Archive]:
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
         raise ValueError(f"kind {kind!r}: source.path {str(path)!r} is not a folder ({root} does not exist)")
-    layout: Callable[[str, list[Archive], Path], list[Archive]] = resolve(entry.in_place)
-    out = layout(kind, found, root)
+    in_place: Callable[[str, list[Archive], Path], list[Archive]] = resolve(entry.in_place)
+    out = in_place(kind, found, root)
     if not any(a.local for a in out):
         raise ValueError(f"kind {kind!r}: source.path {root} holds none of its files (see the README's table)")
     return out

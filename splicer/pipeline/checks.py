@@ -209,14 +209,20 @@ def _compare(where: str, ref: str, lay: Layout, pre_ref: str, pre: Layout, notes
 def _expanded(components: Mapping, channels: Sequence[str] | None, where: str) -> dict:
     """Components with every ``panel`` expanded per channel where the channels are declared, else left out (it
     expands when the run starts, from the dataset's channel names)."""
-    from splicer.components import expand_panels
+    from splicer.components import PANEL_KEYS, expand_panels
 
+    panels = {k for k, v in components.items() if isinstance(v, Mapping) and v.get("type") == "panel"}
+    for name in sorted(panels):  # a misspelt key fails here even where the channels are not known yet
+        if unknown := set(components[name]) - PANEL_KEYS:
+            raise ValueError(
+                f"{where}.components.{name}: unknown key(s) {sorted(unknown)}; a panel's keys: {sorted(PANEL_KEYS)}"
+            )
     if channels is None:
-        return {k: v for k, v in components.items() if not (isinstance(v, Mapping) and v.get("type") == "panel")}
+        return {k: v for k, v in components.items() if k not in panels}
     try:
         return expand_panels(components, [], channels)[0]
     except ValueError as err:
-        raise ValueError(f"config {where}.{err}") from None
+        raise ValueError(f"{where}.{err}") from None
 
 
 def _check_experiment(config: Mapping, ename: str, layouts: Mapping, notes: list[str]) -> None:

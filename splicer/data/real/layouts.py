@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from splicer.data.vocab import HYPERSPECTRAL_BANDS, MULTIPLEX_CHANNELS, RGB_BANDS
+from splicer.data.vocab import HYPERSPECTRAL_BANDS, RGB_BANDS
 from splicer.registry import Layout
 
-__all__ = ["camelyon17", "chestmnist", "eurosat", "mmearth", "mnist_cifar", "nct_crc", "orion_crc", "pneumoniamnist"]
+__all__ = ["camelyon17", "chestmnist", "eurosat", "mmearth", "mnist_cifar", "nct_crc", "pneumoniamnist"]
 
 _RGB = ("R", "G", "B")
 
@@ -41,14 +41,6 @@ def mnist_cifar(spec: Mapping[str, Any]) -> dict[str, Layout]:
         "mnist_only": half,
         "cifar_only": half,
     }
-
-
-def orion_crc(spec: Mapping[str, Any]) -> dict[str, Layout]:
-    """19-channel cell crops of ``crop_size`` px."""
-    from splicer.data.real.orion import DEFAULTS
-
-    one = Layout(tuple(MULTIPLEX_CHANNELS), (), _square(_params(spec, DEFAULTS)["crop_size"]))
-    return dict.fromkeys(("pretrain", "cell_types", "t_cells"), one)
 
 
 def eurosat(spec: Mapping[str, Any]) -> dict[str, Layout]:

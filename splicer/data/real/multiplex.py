@@ -852,19 +852,16 @@ def layout(spec: Mapping[str, Any]) -> dict[str, Any]:
     """What a ``multiplex`` entry's build will write, without building: ``{dataset: Layout(channels, masks,
     size)}``. Reads only the small files (markers.csv, folder listings) so a config error is caught before any job;
     channels are None where markers.csv cannot be read yet."""
-    try:
-        from splicer.registry import Layout  # type: ignore[attr-defined]
-    except ImportError:  # the registry's Layout type is not there yet
-        from collections import namedtuple
+    from splicer.registry import Layout
 
-        Layout = namedtuple("Layout", "channels masks size")
     p = _check(spec.get("params", {}))
     if all(path.is_dir() for path in folder_paths(p["path"])):  # errors in the files are config errors: raised
         samples = _samples_of(p)
         channels, _ = resolve_channels(samples, p["keep"], p["drop"], p["common_panel"])
         masks = tuple(_mask_names(samples, p["masks"]))
     else:  # not mounted here (a dry run elsewhere, say): the build checks it
-        channels, masks = None, tuple(p["masks"] or ())
+        channels = None
+        masks = None if p["masks"] is None else tuple(p["masks"])
     size = (p["crop_size"], p["crop_size"])
     chans = None if channels is None else tuple(channels)
     return {name: Layout(chans, masks, size) for name in ("cells", "pretrain")}

@@ -565,12 +565,8 @@ def build_orion_crc(
 def layout(spec: Mapping[str, Any]) -> dict[str, Any]:
     """What an ``orion_crc`` entry's build writes, without building (19 channels, ``crop_size`` px); fails when the
     entry names neither slides to download (``source.slides``) nor a folder to read in place (``params.path``)."""
-    try:
-        from splicer.registry import Layout  # type: ignore[attr-defined]
-    except ImportError:  # the registry's Layout type is not there yet
-        from collections import namedtuple
+    from splicer.registry import Layout
 
-        Layout = namedtuple("Layout", "channels masks size")
     p = _check(spec.get("params", {}))
     if p["path"] is None and not dict(spec.get("source") or {}).get("slides"):
         raise ValueError(
