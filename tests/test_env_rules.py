@@ -38,16 +38,18 @@ EXPECTED = {
     "download": ("download", "workflow/scripts/download.py"),
     "build_data": ("data", "workflow/scripts/build_data.py"),
     "segment": ("data", "workflow/scripts/segment.py"),
-    "run_config": ("splicer", "workflow/scripts/write_run_config.py"),
     "pretrain": ("splicer", "splicer/cli.py"),
     "evaluate": ("splicer", "splicer/cli.py"),
     "supervised": ("splicer", "splicer/cli.py"),
+    "embed_h5ad": ("splicer", "splicer/cli.py"),
     "tables": ("plots", "workflow/scripts/tables.py"),
     "summary": ("plots", "workflow/scripts/summary.py"),
     "<figure>": ("plots", "workflow/scripts/figure.py"),
 }
 LIGHT = ("download", "plots")
-OPTIONAL = {"tiatoolbox"}  # HoVer-Net through TIAToolbox: installed by the user (checked before any job)
+# installed by the user where the paper's segmenters run (checked before any job): HoVer-Net through TIAToolbox,
+# HybridGNet's model code (its checkout at segment.options.source) needs torch_geometric
+OPTIONAL = {"tiatoolbox", "torch_geometric"}
 
 
 def rule_envs() -> dict[str, tuple[str, str]]:

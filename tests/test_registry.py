@@ -77,7 +77,12 @@ def test_every_kind_resolves(kind):
 def test_declared_datasets_of_a_folder_entry_follow_its_name():
     assert dataset_names({"kind": "folder", "params": {"images": "x", "name": "tiles"}}) == ("tiles",)
     assert dataset_names({"kind": "folder", "params": {"images": "x"}}) == ("images",)
-    assert dataset_names({"kind": "demo", "family": "xray"}) == ("pretrain", "pneumonia")
+    assert dataset_names({"kind": "demo", "family": "xray"}) == (
+        "pretrain",
+        "pneumonia",
+        "pretrain_complex",
+        "pneumonia_complex",
+    )
 
 
 @pytest.mark.parametrize("figure", list(FIGURES))

@@ -13,6 +13,8 @@ import matplotlib.image as mpimg
 import pandas as pd
 import pytest
 
+from splicer.claims import CLAIMS, VERDICTS
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 FIGURES = ["fig2a", "fig2b", "fig2c", "fig3a", "fig3b", "fig3c", "fig3d", "fig3e", "fig4a", "fig4b", "figS1a"]
@@ -62,7 +64,8 @@ def test_tiny_config_runs_end_to_end(tmp_path):
     corr = pd.read_csv(res / "tables" / "orion" / "correlations.csv")
     assert "mean_abs_correlation" in set(corr.metric)
     scorecard = pd.read_csv(res / "figures" / "scorecard.csv")
-    assert scorecard["data"].str.contains("demo").all() and scorecard.paper_value.notna().all()
+    assert scorecard["data"].str.contains("demo").all() and set(scorecard.verdict) <= set(VERDICTS)
+    assert set(scorecard.claim) == {c.id for c in CLAIMS}  # every claim judged (or inconclusive), none dropped
     # every run folder holds its encoder, metrics and evaluation; logs exist for every job that trained
     for metrics in (res / "runs").glob("*/*/*/*/seed*/metrics.json"):
         run_dir = metrics.parent

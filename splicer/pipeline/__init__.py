@@ -12,11 +12,12 @@ files stay thin; nothing here imports torch, matplotlib or seaborn at import tim
 
 Layout under ``results/<name>/``::
 
-    data/<data>/manifest.json, data/<data>/<dataset>/          datasets (demo generator or real builder)
-    segmented/<data>/manifest.json, segmented/<data>/<dataset>/ the same datasets with segmenter masks
-    runs/<experiment>/<method>/<pairing>/<loss>/seed<seed>/     run_config.json, encoder.pt, metrics.json, evaluation.json
-    supervised/<experiment>/<task>/seed<seed>/result.json      supervised ceilings
-    embeddings/<export>/<sample>.h5ad, manifest.json           per-cell embeddings (AnnData)
+    data/<data>/manifest.json, data/<data>/<dataset>/           datasets (demo generator or real builder)
+    segmented/<data>/manifest.json, segmented/<data>/<dataset>/  the same datasets with segmenter masks
+    runs/<experiment>/<method>/<pairing>/<loss>/seed<seed>/      run_config.json, encoder.pt, metrics.json,
+                                                                 evaluation.json
+    supervised/<experiment>/<task>/seed<seed>/result.json       supervised ceilings
+    embeddings/<export>/<sample>.h5ad, manifest.json            per-cell embeddings (AnnData)
     tables/<experiment>/{probes,spectra,correlations,ceilings}.csv
     figures/<figure>.{png,pdf[,csv]}, summary.md
 """

@@ -261,4 +261,12 @@ def layout(params: Mapping[str, Any]) -> dict[str, Layout]:
     """What :func:`make_hyperspectral` writes with ``params`` (declared, not generated)."""
     size = params.get("size", inspect.signature(make_hyperspectral).parameters["size"].default)
     bands = Layout(tuple(HYPERSPECTRAL_BANDS), (), (size, size))
-    return {"pretrain": bands, "bands13": bands, "rgb": Layout(tuple(RGB_BANDS), (), (size, size))}
+    complex_ = Layout(tuple(_COMPLEX), (), (size, size))
+    return {
+        "pretrain": bands,
+        "bands13": bands,
+        "pretrain_shifted": bands,
+        "rgb": Layout(tuple(RGB_BANDS), (), (size, size)),
+        "pretrain_complex": complex_,
+        "bands13_complex": complex_,
+    }

@@ -254,4 +254,5 @@ def make_multiplex(
 def layout(params: Mapping[str, Any]) -> dict[str, Layout]:
     """What :func:`make_multiplex` writes with ``params`` (declared, not generated)."""
     size = params.get("size", inspect.signature(make_multiplex).parameters["size"].default)
-    return dict.fromkeys(DATASETS, Layout(tuple(MULTIPLEX_CHANNELS), (), (size, size)))
+    full, complex_ = Layout(tuple(MULTIPLEX_CHANNELS), (), (size, size)), Layout(tuple(_COMPLEX), (), (size, size))
+    return {name: complex_ if name.endswith("_complex") else full for name in DATASETS}
