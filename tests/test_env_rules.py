@@ -57,11 +57,13 @@ def rule_envs() -> dict[str, tuple[str, str]]:
     out = {}
     for smk in sorted(RULES.glob("*.smk")):
         text = smk.read_text()
-        for block in re.split(r"\n(?=rule\b|    rule:)", text)[1:]:
+        for block in re.split(r"\n(?=rule\b|    rule\b)", text)[1:]:
             name = re.match(r"\s*rule\s*(\w*)\s*:", block)
             rule = name.group(1) if name and name.group(1) else "<figure>"
             env = re.search(r'conda:\s*\n\s*"\.\./\.\./envs/(\w+)\.yaml"', block)
             script = re.search(r'script:\s*\n\s*"\.\./scripts/([\w.]+)"', block)
+            if not env and not script and "shell:" not in block:
+                continue  # an aggregating target (e.g. `embeddings`): runs nothing
             run = f"workflow/scripts/{script.group(1)}" if script else "splicer/cli.py"
             out[rule] = (env.group(1) if env else None, run)
     return out
