@@ -68,8 +68,8 @@ def _exp(c: dict, name: str) -> dict:
             r"of entry 'mnist_cifar'.*\['pretrain', 'pretrain_cifar_only', 'rNONE'",
         ),
         (
-            lambda c: _exp(c, "orion")["components"]["t_subtype"].update(channels=["CD4", "CD8", "FOXP3"]),
-            r"experiments\.orion\.components\.t_subtype: unknown channel 'CD8' \(did you mean 'CD8a'\?\)",
+            lambda c: _exp(c, "orion")["components"]["CD8a"].update(channels=["CD8"]),
+            r"experiments\.orion\.components\.CD8a: unknown channel 'CD8' \(did you mean 'CD8a'\?\)",
         ),
         (
             lambda c: _exp(c, "nct")["components"]["nuclei"].update(mask="nucleii"),

@@ -41,11 +41,13 @@ def test_demo_config_passes_the_cross_checks(demo):
 def test_runs_are_the_product_of_runs_losses_and_seeds(demo):
     runs = G.experiment_runs(demo, "mnist_cifar")
     exp = demo["experiments"]["mnist_cifar"]
-    assert len(runs) == len(exp["runs"]) * len(demo["losses"]) * len(demo["seeds"])
+    assert len(runs) == len(exp["runs"]) * len(exp["losses"]) * len(demo["seeds"])
     assert len(set(runs)) == len(runs)
     assert {r.seed for r in runs} == set(demo["seeds"])
+    assert {r.loss for r in runs} == set(exp["losses"]) != set(demo["losses"])  # experiment-level losses win
     # an experiment-level seeds list overrides the global one
-    assert {r.seed for r in G.experiment_runs(demo, "orion")} == {0}
+    assert {r.seed for r in G.experiment_runs(demo, "orion")} == set(demo["experiments"]["orion"]["seeds"])
+    assert demo["experiments"]["orion"]["seeds"] != demo["seeds"]
 
 
 def test_run_config_merges_defaults_experiment_and_run(demo):
@@ -61,7 +63,7 @@ def test_run_config_merges_defaults_experiment_and_run(demo):
     assert cfg["components"]["cifar"] == {"type": "region", "rows": [16, 32]}
     assert cfg["model"]["embed_dim"] == demo["run_defaults"]["model"]["embed_dim"]
     multiplex = G.run_config(demo, G.Run("orion", "splicer", "channels", "vicreg", 0))
-    assert multiplex["model"]["embed_dim"] == 255  # experiment override
+    assert multiplex["model"]["embed_dim"] == 240 != demo["run_defaults"]["model"]["embed_dim"]  # experiment override
     assert multiplex["model"]["encoder"] == demo["run_defaults"]["model"]["encoder"]  # deep-merged, not replaced
 
 
@@ -95,7 +97,7 @@ def test_paths(demo):
         ),
         (
             lambda c: c["experiments"]["mnist_cifar"]["runs"].append({"method": "splicer", "pairing": "all"}),
-            "runs\\[4\\].pairing: unknown pairing 'all'",
+            "runs\\[5\\].pairing: unknown pairing 'all'",
         ),
         (
             lambda c: c["experiments"]["mnist_cifar"]["runs"].append({"method": "baseline", "pairing": "none"}),
@@ -111,7 +113,7 @@ def test_paths(demo):
         ),
         (
             lambda c: c["experiments"]["orion"]["run_overrides"]["model"].update(embed_dim=101),
-            "does not split into 5 equal chunks",
+            "does not split into 4 equal chunks",
         ),
         (lambda c: c["run_defaults"]["train"].update(epochz=3), "section 'train'.*epochz"),
         (lambda c: c["run_defaults"]["model"].update(depth=3), "unknown key.*depth.*section 'model'"),
