@@ -11,6 +11,7 @@ benchmarks/cuda_check.sh compares the real captured step with eager on a GPU.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import os
 import signal
@@ -98,8 +99,31 @@ def test_graph_step_gives_the_losses_of_the_default_eager_step(optimizer, loss):
     eager, graph, eager_model, graph_model = _run_both(optimizer, loss, same_form=False)
     for step, (a, b) in enumerate(zip(eager, graph, strict=True)):
         assert b.loss == pytest.approx(a.loss, rel=1e-5), step
+    # A bias feeding a BatchNorm has no true gradient (the norm removes it): its value is accumulated rounding noise,
+    # different for any change of arithmetic order (seen: 2.6e-05 apart; the next norm's running mean follows it),
+    # and changes nothing the model computes.
+    inert = _biases_feeding_batch_norm(eager_model)
+    assert inert  # the projectors' hidden layers
     for (key, p), q in zip(eager_model.state_dict().items(), graph_model.state_dict().values(), strict=True):
-        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=key)
+        if key not in inert:
+            torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def _biases_feeding_batch_norm(model: torch.nn.Module) -> set[str]:
+    """State-dict keys of Linear/Conv biases directly followed by a BatchNorm inside an ``nn.Sequential``, and that
+    norm's running mean (which tracks the bias)."""
+    out = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Sequential):
+            children = list(module.named_children())
+            for (a, first), (b, second) in itertools.pairwise(children):
+                if (
+                    isinstance(second, torch.nn.modules.batchnorm._BatchNorm)
+                    and getattr(first, "bias", None) is not None
+                ):
+                    prefix = f"{name}." if name else ""
+                    out |= {f"{prefix}{a}.bias", f"{prefix}{b}.running_mean"}
+    return out
 
 
 def test_failed_capture_continues_eagerly(caplog):
