@@ -225,6 +225,7 @@ def test_tables_summary_and_figure_rules_run_in_the_plots_env(tmp_path: Path) ->
         input={"probes": [tables["probes"]], "ceilings": [tables["ceilings"]]},
         output=[str(summary)],
         log=[str(tmp_path / "summary.log")],
+        params={"datasets": {}},
         config={"demo": True},
     )
     assert "0.700" in summary.read_text()

@@ -7,7 +7,7 @@ from splicer.pipeline.tables import summarise
 
 with logged(snakemake):  # noqa: F821 - injected by Snakemake
     sm = snakemake  # noqa: F821
-    cards = sm.input.get("scorecard", [])
+    cards = getattr(sm.input, "scorecard", [])  # the scorecard is optional (a config without one)
     cards = [cards] if isinstance(cards, str) else list(cards)
     scorecard = cards[0] if cards else None
     text = summarise(
