@@ -246,7 +246,7 @@ def dataset_counts(path: str | Path) -> tuple[dict[str, dict[str, int]], dict]:
 
 def _dataset_lines(datasets: Mapping[str, str | Path]) -> list[str]:
     """One table per evaluation dataset: cells per class and split, and what per_class was asked and accepted."""
-    lines = ["", "## Evaluation sets", "", "Cells per class in each split.", ""]
+    lines = ["", "## Evaluation sets", "", "Images (cells, for multiplex data) per class in each split.", ""]
     for label, path in datasets.items():
         counts, info = dataset_counts(path)
         classes = list(dict.fromkeys(c for split in counts.values() for c in split))
