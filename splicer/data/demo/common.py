@@ -108,6 +108,26 @@ def save(
     return save_dataset(out_dir / name, images, labels, split, meta, masks=masks)
 
 
+def save_with_mask_component(
+    paths: dict[str, Path],
+    out_dir: Path,
+    name: str,
+    images: np.ndarray,
+    masks: np.ndarray,
+    component: str,
+    *args: Any,
+    info: dict[str, Any],
+    **kwargs: Any,
+) -> None:
+    """:func:`save` ``name`` and ``name_complex``, the same images with every pixel outside the true mask set to 0
+    (a mask component's fill), recorded as ``info.component``; their paths go into ``paths``."""
+    for suffix, pixels in (("", images), ("_complex", images * (masks > 0))):
+        extra = {"component": component} if suffix else {}
+        paths[name + suffix] = save(
+            out_dir, name + suffix, pixels, *args, masks=masks, info={**info, **extra}, **kwargs
+        )
+
+
 def bilinear(src: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Sample ``src`` (N, h, w) at float pixel-index coordinates ``ys, xs`` (N, H, W); zero outside."""
     n, h, w = src.shape

@@ -15,7 +15,7 @@ from splicer.data.demo.common import (
     check_params,
     natural,
     rng_for,
-    save,
+    save_with_mask_component,
     sigmoid,
     smooth_noise,
     split_codes,
@@ -121,11 +121,6 @@ def _render_tissue(
     return to_u8(rgb), mask[:, None].astype(np.uint8)
 
 
-def _complex(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """The nuclei component alone: pixels outside the true nuclei mask set to 0 (the mask component's fill)."""
-    return images * (masks > 0)
-
-
 def make_histology(
     out_dir: str | Path,
     seed: int = 0,
@@ -167,20 +162,20 @@ def make_histology(
     paths: dict[str, Path] = {}
 
     def write(name: str, img, y, split, masks, class_names, split_names, info) -> None:
-        for suffix, pixels in (("", img), ("_complex", _complex(img, masks))):
-            extra = {"component": "nuclei (true mask)"} if suffix else {}
-            paths[name + suffix] = save(
-                out,
-                name + suffix,
-                pixels,
-                y,
-                split,
-                masks=masks,
-                class_names=class_names,
-                split_names=split_names,
-                info={**info, **extra},
-                **common,
-            )
+        save_with_mask_component(
+            paths,
+            out,
+            name,
+            img,
+            masks,
+            "nuclei (true mask)",
+            y,
+            split,
+            class_names=class_names,
+            split_names=split_names,
+            info=info,
+            **common,
+        )
 
     rng = rng_for(seed, family, "pretrain")
     y = natural(rng, n_pretrain, [1.0] * 4)

@@ -17,7 +17,7 @@ from splicer.data.demo.common import (
     ellipse_dist,
     grid,
     rng_for,
-    save,
+    save_with_mask_component,
     sigmoid,
     split_codes,
     to_u8,
@@ -136,19 +136,9 @@ def make_xray(
     paths: dict[str, Path] = {}
 
     def write(name: str, img, y, split, masks, split_names, info) -> None:
-        for suffix, pixels in (("", img), ("_complex", img * (masks > 0))):
-            extra = {"component": "lungs (true mask)"} if suffix else {}
-            paths[name + suffix] = save(
-                out,
-                name + suffix,
-                pixels,
-                y,
-                split,
-                masks=masks,
-                split_names=split_names,
-                info={**info, **extra},
-                **common,
-            )
+        save_with_mask_component(
+            paths, out, name, img, masks, "lungs (true mask)", y, split, split_names=split_names, info=info, **common
+        )
 
     rng = rng_for(seed, family, "pretrain")
     y = (rng.random(n_pretrain) < pretrain_prevalence).astype(np.int64)
