@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from configs import load
 from torch import nn
 
 from splicer.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_LOCKED, main
@@ -38,15 +39,6 @@ from splicer.train import Preempted, TrainConfig, train
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-
-
-def load(name: str) -> dict:
-    """A config file with the schema's defaults filled in, as the Snakefile sees it."""
-    from snakemake.utils import validate
-
-    config = yaml.safe_load((ROOT / "config" / name).read_text())
-    validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
-    return config
 
 
 @pytest.fixture(scope="module")

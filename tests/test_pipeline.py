@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
+from configs import load
 
 from splicer import cluster
 from splicer.config import validate_run_config
@@ -18,15 +18,6 @@ from splicer.pipeline import tables as T
 from splicer.pipeline.checks import check_config
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load(name: str) -> dict:
-    """A config file with the schema's defaults filled in, as the Snakefile sees it."""
-    from snakemake.utils import validate
-
-    config = yaml.safe_load((ROOT / "config" / name).read_text())
-    validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
-    return config
 
 
 @pytest.fixture(scope="module")

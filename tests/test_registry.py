@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from configs import load
 from torch import nn
 
 from splicer.methods import PairingSpec, build_pairing, method_options
@@ -17,14 +17,6 @@ from splicer.pipeline.checks import check_config, dataset_names
 from splicer.registry import FIGURES, KINDS, LOSSES, METHODS, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load(name: str) -> dict:
-    from snakemake.utils import validate
-
-    config = yaml.safe_load((ROOT / "config" / name).read_text())
-    validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
-    return config
 
 
 def test_resolve_names_the_bad_path():
