@@ -55,7 +55,7 @@ def by_seed_count(tables: Mapping[str, pd.DataFrame], counts: Sequence[int]) -> 
             ["claim", "loss", "verdict", "effect", "ci_low", "ci_high", "n"]
         ]
         judged = judged.rename(columns={c: f"{c}_{k}" for c in ("verdict", "effect", "ci_low", "ci_high", "n")})
-        merged = judged if merged is None else merged.merge(judged, on=["claim", "loss"], how="outer", sort=False)
+        merged = judged if merged is None else merged.merge(judged, on=["claim", "loss"], how="left")  # claims' order
     return merged
 
 
@@ -74,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--csv", type=Path, help="also write the table here")
     args = ap.parse_args(argv)
     tables = read_tables(args.results)
-    most = int(max(df.groupby("experiment")["seed"].nunique().max() for df in tables.values()))
+    most = max(int(df.groupby("experiment")["seed"].nunique().max()) for df in tables.values() if len(df))
+    if most < 2:
+        raise ValueError(f"{args.results / 'tables'}: no experiment has 2 seeds or more; there is nothing to compare")
     counts = list(range(2, most + 1))
     table = by_seed_count(tables, counts)
     if args.csv:

@@ -50,10 +50,30 @@ def test_verdict_depends_on_how_many_seeds_are_kept(tmp_path: Path, capsys: pyte
     assert row["effect_5"] == pytest.approx(0.196)
     # claims whose arms the tables lack stay inconclusive at every k, never an error
     other = table[table["claim"] == "3e-13-bands-gain"]
-    assert set(other["verdict_2"]) == {"inconclusive"}
+    assert set(other[[f"verdict_{k}" for k in (2, 3, 4, 5)]].to_numpy().ravel()) == {"inconclusive"}
     out = capsys.readouterr().out
     assert "3b-t-cells-gain (vicreg): 2: not reproduced, 3:" in out
     assert pd.read_csv(tmp_path / "seeds.csv").shape[0] == len(table)
+
+
+def test_first_seeds_are_taken_per_experiment_and_per_table() -> None:
+    seeds = _load()
+    orion = _t_cell_probes([0.1, 0.2, 0.3])  # seeds 0, 1, 2
+    other = orion.assign(experiment="nct", seed=orion["seed"] + 10)  # seeds 10, 11, 12
+    ceilings = pd.DataFrame(
+        {"experiment": "nct", "kind": "ssl_complex_only", "seed": [12, 11, 10], "metric": "accuracy", "value": 0.9}
+    )
+    kept = seeds.first_seeds({"probes": pd.concat([orion, other]), "ceilings": ceilings}, 2)
+    by = kept["probes"].groupby("experiment")["seed"].unique()
+    assert sorted(by["orion"]) == [0, 1] and sorted(by["nct"]) == [10, 11]
+    assert sorted(kept["ceilings"]["seed"]) == [10, 11]
+
+
+def test_results_with_one_seed_each_are_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "tables" / "orion").mkdir(parents=True)
+    _t_cell_probes([0.2]).to_csv(tmp_path / "tables" / "orion" / "probes.csv", index=False)
+    with pytest.raises(ValueError, match="no experiment has 2 seeds"):
+        _load().main([str(tmp_path)])
 
 
 def test_a_folder_without_probe_tables_is_named(tmp_path: Path) -> None:

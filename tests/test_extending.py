@@ -17,8 +17,19 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# Caches too: other xdist workers write them (through temporary files) while the copy runs.
 IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", "results", "resources", "logs", ".snakemake", "__pycache__", "*.egg-info"
+    ".git",
+    ".venv",
+    "results",
+    "resources",
+    "logs",
+    ".snakemake",
+    "__pycache__",
+    "*.egg-info",
+    ".hypothesis",
+    ".ruff_cache",
+    ".pytest_cache",
 )
 
 METHOD = '''
