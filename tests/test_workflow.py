@@ -121,6 +121,17 @@ def test_one_figure_runs_only_what_it_needs(tmp_path):
     assert counts["pretrain"] == 4 * 2 + 1  # mnist_cifar runs x seeds + the texture-only ceiling run (one seed)
 
 
+def test_the_rank_research_overlay_plans_only_its_runs(tmp_path):
+    """config/research/rank_wider.yaml (README, Fig. 2b) on top of the demo config: its header's command plans
+    Baseline and TriDeNT(digit) x 2 losses x 2 seeds, plus the one texture-only ceiling run, and nothing else."""
+    target = "results/rank_wider/tables/mnist_cifar/spectra.csv"
+    run = snakemake(target, "-n", "-d", str(tmp_path), *configs("config.yaml", "research/rank_wider.yaml"), cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert jobs(run.stdout)["pretrain"] == 2 * 2 * 2 + 1
+    assert "splicer/cifar" not in run.stdout and "sigma_je" not in run.stdout
+    assert target in (ROOT / "config" / "research" / "rank_wider.yaml").read_text()
+
+
 def test_lint_is_clean():
     run = snakemake("--lint", cwd=ROOT, timeout=300)
     assert "Congratulations, your workflow is in a good condition!" in run.stdout + run.stderr, run.stdout[-3000:]
