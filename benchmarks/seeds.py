@@ -22,27 +22,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from splicer.claims import judge  # noqa: E402
+from splicer.plots.scorecard import read_claim_tables  # noqa: E402
 
 TABLES = ("probes", "correlations", "spectra", "ceilings")
 
 
 def read_tables(results: Path) -> dict[str, pd.DataFrame]:
-    """Table name -> every experiment's rows of that table (only the tables that exist)."""
-    out = {}
-    for name in TABLES:
-        paths = sorted((results / "tables").glob(f"*/{name}.csv"))
-        if paths:
-            out[name] = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
-    if "probes" not in out:
+    """Table name -> every experiment's rows of that table, read as the scorecard reads them."""
+    paths = {name: sorted((results / "tables").glob(f"*/{name}.csv")) for name in TABLES}
+    if not paths["probes"]:
         raise FileNotFoundError(f"{results / 'tables'}: no */probes.csv; is {results} a finished results folder?")
-    return out
+    return read_claim_tables(paths, "seeds")
 
 
 def first_seeds(tables: Mapping[str, pd.DataFrame], k: int) -> dict[str, pd.DataFrame]:
     """The rows of the first ``k`` seeds (sorted) of each experiment, in every table."""
     out = {}
     for name, df in tables.items():
-        keep = df.groupby("experiment")["seed"].transform(lambda s: s.isin(sorted(s.unique())[:k]))
+        seeds = df["seed"].astype(int)  # the tables are read as strings
+        keep = seeds.groupby(df["experiment"]).transform(lambda s: s.isin(sorted(s.unique())[:k]))
         out[name] = df[keep.astype(bool)]
     return out
 

@@ -8,6 +8,8 @@ interval coloured by verdict, the paper's effect as a diamond, the equivalence b
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -31,7 +33,7 @@ from splicer.plots.common import (
     write_csv,
 )
 
-__all__ = ["DEMO_LABEL", "REAL_LABEL", "SCORECARD_COLUMNS", "VERDICT_COLOURS", "scorecard"]
+__all__ = ["DEMO_LABEL", "REAL_LABEL", "SCORECARD_COLUMNS", "VERDICT_COLOURS", "read_claim_tables", "scorecard"]
 
 SCORECARD_COLUMNS = (*RESULT_COLUMNS, "data")
 DEMO_LABEL = "demo data (synthetic analogue)"
@@ -45,14 +47,21 @@ _TABLES = {
 }
 
 
-def _tables(inputs: Inputs) -> dict[str, pd.DataFrame]:
+def read_claim_tables(paths: Mapping[str, Sequence[str | Path]], what: str = "scorecard") -> dict[str, pd.DataFrame]:
+    """Table name (``probes``, ``correlations``, ``spectra``, ``ceilings``) -> its CSVs read and concatenated, with
+    the columns :func:`splicer.claims.judge` needs checked; names without files are left out."""
     out = {}
     for role, columns in _TABLES.items():
-        paths = input_paths(inputs, role, "scorecard", required=role == "probes")
-        if paths:
+        if paths.get(role):
             required = TIDY_COLUMNS if role == "probes" else columns
-            out[role] = read_table(paths, required, "scorecard")
+            out[role] = read_table(paths[role], required, what)
     return out
+
+
+def _tables(inputs: Inputs) -> dict[str, pd.DataFrame]:
+    return read_claim_tables(
+        {role: input_paths(inputs, role, "scorecard", required=role == "probes") for role in _TABLES}
+    )
 
 
 def _scaled(row: Any, key: str) -> float:
