@@ -306,3 +306,40 @@ def test_bad_inputs_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="masks"):
         train(ToyModel(), _images(), _cfg(), tmp_path, masks=np.zeros((N, 1, 4, 4), np.uint8))
     assert not Path(tmp_path / "checkpoint.pt").exists()
+
+
+class _AutocastProbe(ToyModel):
+    """Records whether the forward pass ran under CPU bf16 autocast."""
+
+    seen: list[bool]
+
+    def training_loss(self, x, masks, generator):
+        self.seen = [*getattr(self, "seen", []), torch.is_autocast_enabled("cpu")]
+        return super().training_loss(x, masks, generator)
+
+
+@pytest.mark.parametrize(("cpu_amp", "native", "expected"), [(False, True, False), (True, False, True)])
+def test_cpu_amp_reaches_the_step(tmp_path, monkeypatch, cpu_amp, native, expected):
+    import splicer.train as T
+
+    monkeypatch.setattr(T, "cpu_has_native_bf16", lambda: native)
+    model = _AutocastProbe()
+    summary = train(model, _images(), _cfg(epochs=1, cpu_amp=cpu_amp), tmp_path)
+    assert model.seen == [expected] * 5 and np.isfinite(summary["final_loss"])
+    encoder = torch.load(tmp_path / "encoder.pt", weights_only=True)["encoder_state"]
+    assert all(t.dtype in (torch.float32, torch.int64) for t in encoder.values())  # weights stay fp32
+
+
+def test_cpu_amp_auto_follows_the_cpu_and_cuda_follows_amp(monkeypatch):
+    import splicer.train as T
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for native in (True, False):
+        monkeypatch.setattr(T, "cpu_has_native_bf16", lambda native=native: native)
+        assert T.use_autocast(_cfg(cpu_amp="auto"), cpu) is native
+        assert T.use_autocast(_cfg(cpu_amp="auto", amp=False), cuda) is False
+        assert T.use_autocast(_cfg(cpu_amp=False, amp=True), cuda) is True
+    assert isinstance(T.cpu_has_native_bf16(), bool)
+    with pytest.raises(ValueError, match="cpu_amp must be true, false or 'auto', got 'yes'"):
+        _cfg(cpu_amp="yes")
+    assert TrainConfig.from_dict({"cpu_amp": "auto"}).cpu_amp == "auto"
