@@ -208,14 +208,25 @@ def _rank() -> int:
     return 0 if env is None else env.rank
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``splicer`` command; returns the process exit status."""
+def main(argv: Sequence[str] | None = None, warm: bool = True) -> int:
+    """Entry point of the ``splicer`` command; returns the process exit status.
+
+    With ``SPLICER_WARM_SOCKET`` set (a local pipeline run with ``warm_start``) and ``warm``, the command runs in
+    the warm server's freshly forked worker instead of importing torch here (:mod:`splicer.warm`); with no server
+    listening it runs here."""
+    import os
     import signal
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if warm and (path := os.environ.get("SPLICER_WARM_SOCKET")):
+        from splicer.warm import forward
+
+        if (status := forward(path, argv)) is not None:
+            return status
 
     from splicer.run import RunLocked
     from splicer.train import NonFiniteLossError, Preempted
 
-    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
         if args.command == "pretrain" and (status := _launch(args, argv)) is not None:

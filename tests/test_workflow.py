@@ -71,6 +71,14 @@ def test_tiny_config_runs_end_to_end(tmp_path):
         run_dir = metrics.parent
         assert (run_dir / "encoder.pt").stat().st_size > 0 and (run_dir / "evaluation.json").exists()
         assert json.loads(metrics.read_text())["steps"] > 0
+    # warm_start (the demo's, inherited by the tiny config): the server ran the training jobs and stopped with
+    # the run, its socket gone (the training jobs that start before it listens run in their own process)
+    served = (res / "logs" / "warm_server.log").read_text()
+    trained = len(list((res / "runs").glob("*/*/*/*/seed*/metrics.json")))
+    assert 0 < len(re.findall(r"^job \d+: splicer pretrain ", served, re.M)) <= trained
+    assert re.search(r"^splicer warm: stopped after \d+ job", served, re.M)
+    socket = re.search(r"serving on (\S+) ", served).group(1)
+    assert not Path(socket).exists() and not Path(socket).parent.exists()
     # a second invocation has nothing to do
     again = snakemake("-n", "--cores", "2", "-d", str(tmp_path), *configs("config.yaml", "test.yaml"), cwd=ROOT)
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -9,6 +9,7 @@ sys.path.insert(0, workflow.basedir)
 
 from splicer import cluster as C
 from splicer import segment as S
+from splicer import warm as W
 from splicer.pipeline import archives as A
 from splicer.pipeline import figures as F
 from splicer.pipeline import grid as G
@@ -30,6 +31,32 @@ except ValueError as err:
 RES = P.results_root(config)
 EXPERIMENTS = list(config["experiments"])
 NAME = "[A-Za-z0-9_]+"
+
+
+# The warm-start server of a local run (splicer/warm.py); stopped when the run ends.
+WARM = {}
+
+
+onstart:
+    # Before any job (not in a dry run): the pretrained segmenters of the segment jobs this run will execute must
+    # be able to run here (TIAToolbox or weights present, or a fallback set), else stop and say what to do.
+    S.check_segment_jobs(config, workflow)
+    # `warm_start`: one process imports torch once and forks each splicer job (local runs only; jobs fall back
+    # to their own process whenever it is not listening).
+    if config.get("warm_start", False) and workflow.local_exec:
+        WARM["server"] = W.start(
+            f"{RES}/logs/warm_server.log", threads=config["threads"]
+        )
+
+
+onsuccess:
+    if WARM.get("server"):
+        W.stop(WARM.pop("server"))
+
+
+onerror:
+    if WARM.get("server"):
+        W.stop(WARM.pop("server"))
 
 
 wildcard_constraints:

@@ -34,12 +34,6 @@ from snakemake.logging import logger
 from splicer.pipeline.checks import segment_job_problems
 
 # Said at every invocation, dry runs included (Snakemake hides Python warnings): pretrained segmenters that
-# cannot run here; the onstart hook below stops a real run that would execute one of their segment jobs.
+# cannot run here; the onstart hook (common.smk) stops a real run that would execute one of their segment jobs.
 for _problem in segment_job_problems(config).values():
     logger.warning(f"WARNING: {_problem}")
-
-
-onstart:
-    # Before any job (not in a dry run): the pretrained segmenters of the segment jobs this run will execute must
-    # be able to run here (TIAToolbox or weights present, or a fallback set), else stop and say what to do.
-    S.check_segment_jobs(config, workflow)

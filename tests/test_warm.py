@@ -1,0 +1,209 @@
+"""The warm-start server (splicer/warm.py): a job run through it is the job a fresh process runs, bit for bit,
+with the same streams, exit statuses and signal handling; without a server, jobs run in their own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from splicer import warm
+from splicer.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PREEMPTED
+from splicer.data.format import save_dataset
+from splicer.run import RunLocked, run_lock
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+ENV.pop(warm.ENV, None)
+RUN = {
+    "method": {"name": "splicer", "inputs": ["top", "bottom"], "loss": "vicreg", "options": {"include_view": True}},
+    "components": {"top": {"type": "region", "rows": [0, 8]}, "bottom": {"type": "region", "rows": [8, 16]}},
+    "model": {"encoder": {"arch": "resnet", "base_width": 4, "blocks": [1]}, "projector_hidden": [16], "embed_dim": 24},
+    "augment": {"p_noise": 0.5},
+    "train": {"epochs": 2, "batch_size": 16, "progress": False, "device": "cpu", "warmup_epochs": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("warm")
+    rng = np.random.default_rng(0)
+    n = 64
+    images = rng.integers(0, 256, (n, 3, 16, 8), dtype=np.uint8)
+    labels = (np.arange(n) % 2).astype(np.int64)
+    images[labels == 1, :, 8:] //= 4
+    meta = {"name": "tiny", "channel_names": ["r", "g", "b"], "class_names": ["a", "b"]}
+    meta |= {"split_names": ["train", "val", "test"], "mask_names": []}
+    save_dataset(root / "data", images, labels, (np.arange(n) % 3).astype(np.uint8), meta)
+    (root / "run.yaml").write_text(yaml.safe_dump(RUN))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(data):
+    """A server started as the Snakefile starts it (its parent: this test process)."""
+    started = warm.start(data / "warm.log", threads=1)
+    deadline = time.monotonic() + 180
+    while not Path(started.path).exists():
+        assert started.process.poll() is None, (data / "warm.log").read_text()
+        assert time.monotonic() < deadline, "the warm server did not start listening"
+        time.sleep(0.1)
+    yield started
+    warm.stop(started)
+
+
+def _splicer(args, env, **kw):
+    return subprocess.Popen([sys.executable, "-m", "splicer.cli", *args], env=env, cwd=kw.pop("cwd", ROOT), **kw)
+
+
+def _pretrain_args(data, out, *extra):
+    return ["pretrain", "--config", str(data / "run.yaml"), "--data", str(data / "data"), "--out", str(out), *extra]
+
+
+def _served(data) -> int:
+    return len(re.findall(r"^job ", (data / "warm.log").read_text(), flags=re.M))
+
+
+def test_a_job_through_the_server_equals_a_fresh_process_bit_for_bit(data, server, tmp_path):
+    warm_env = {**ENV, warm.ENV: server.path}
+    before = _served(data)
+    results = {}
+    for name, env in (("fresh", ENV), ("warm", warm_env)):
+        out = tmp_path / name
+        evaluate = ["--evaluate-out", str(out / "evaluation.json"), "--eval", f"tiny={data / 'data'}"]
+        proc = _splicer(
+            [*_pretrain_args(data, out), *evaluate],
+            env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+        results[name] = (out, stdout)
+    assert _served(data) == before + 1  # the warm run did go through the server
+    (fresh, fresh_out), (warm_dir, warm_out) = results["fresh"], results["warm"]
+    a = torch.load(fresh / "encoder.pt", weights_only=True)["encoder_state"]
+    b = torch.load(warm_dir / "encoder.pt", weights_only=True)["encoder_state"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((fresh / "evaluation.json").read_text()) == json.loads((warm_dir / "evaluation.json").read_text())
+    assert (fresh / "metrics.csv").read_text() == (warm_dir / "metrics.csv").read_text()
+    assert json.loads(warm_out)["probes"]["tiny"] == json.loads(fresh_out)["probes"]["tiny"]  # stdout reached us
+
+
+def test_streams_cwd_environment_and_exit_status_are_the_clients(data, server, tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump({**RUN, "train": {**RUN["train"], "epoch": 3}}))
+    log = tmp_path / "job.log"
+    env = {**ENV, warm.ENV: server.path}
+    with open(log, "w") as fh:  # as a rule's `> {log} 2>&1`
+        proc = _splicer(
+            ["pretrain", "--config", "bad.yaml", "--data", str(data / "data"), "--out", "run"],
+            env,
+            cwd=tmp_path,  # relative paths resolve in the client's directory
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+        assert proc.wait(timeout=120) == EXIT_BAD_INPUT
+    assert "epoch" in log.read_text() and not (tmp_path / "run").exists()
+    assert _served(data) >= 1
+
+
+def test_ctrl_c_and_sigterm_reach_the_trainer_through_the_client(data, server, tmp_path):
+    cfg = {**RUN, "train": {**RUN["train"], "epochs": 10_000, "checkpoint_every": 0, "log_every": 1}}
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**ENV, warm.ENV: server.path}
+    for sig, expected in ((signal.SIGINT, EXIT_INTERRUPTED), (signal.SIGTERM, EXIT_PREEMPTED)):
+        out = tmp_path / sig.name
+        args = ["pretrain", "--config", str(tmp_path / "long.yaml"), "--data", str(data / "data"), "--out", str(out)]
+        proc = _splicer(args, env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not ((out / "metrics.csv").exists() and len((out / "metrics.csv").read_text().splitlines()) > 3):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == expected, err
+        assert "Traceback" not in err and f"stopped by {sig.name}; checkpoint written at step" in err
+        assert (out / "checkpoint.pt").exists()
+
+
+def test_a_killed_client_stops_its_job(data, server, tmp_path):
+    cfg = {**RUN, "train": {**RUN["train"], "epochs": 10_000, "checkpoint_every": 0, "log_every": 1}}
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    args = ["pretrain", "--config", str(tmp_path / "long.yaml"), "--data", str(data / "data"), "--out", str(out)]
+    proc = _splicer(args, {**ENV, warm.ENV: server.path}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.csv").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    # the worker got SIGTERM: it writes a checkpoint
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").exists():
+        assert time.monotonic() < deadline, "the orphaned worker was not stopped"
+        time.sleep(0.1)
+    deadline = time.monotonic() + 120
+    while True:  # and its process is gone: the run directory's lock is free
+        try:
+            with run_lock(out, "test"):
+                break
+        except RunLocked:
+            assert time.monotonic() < deadline, "the orphaned worker still holds the run directory"
+            time.sleep(0.1)
+
+
+def test_without_a_server_the_command_runs_in_its_own_process(data, tmp_path):
+    missing = str(tmp_path / "no-such-socket")
+    assert warm.forward(missing, ["--help"]) is None
+    proc = _splicer(
+        [*_pretrain_args(data, tmp_path / "run"), "-s", "train.epochs=1"],
+        {**ENV, warm.ENV: missing},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    assert (tmp_path / "run" / "encoder.pt").exists()
+
+
+def test_the_server_stops_when_its_parent_does(tmp_path):
+    """The Snakemake process that started it is killed without running its hooks: the server follows."""
+    log = tmp_path / "warm.log"
+    code = (
+        "import sys, time; from splicer import warm; "
+        f"s = warm.start({str(log)!r}, threads=1); print(s.process.pid, s.path, flush=True); time.sleep(600)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], env=ENV, stdout=subprocess.PIPE, text=True)
+    pid, path = parent.stdout.readline().split()
+    deadline = time.monotonic() + 180
+    while not Path(path).exists():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid):
+        assert time.monotonic() < deadline, "the server outlived its parent"
+        time.sleep(0.1)
+    assert not Path(path).exists()
+    assert "stopped after 0 job(s)" in log.read_text()
+
+
+def _state(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (FileNotFoundError, IndexError):
+        return "zombie"
