@@ -223,6 +223,7 @@ def main(argv: Sequence[str] | None = None, warm: bool = True) -> int:
 
         if (status := forward(path, argv)) is not None:
             return status
+        del os.environ["SPLICER_WARM_SOCKET"]  # running here: processes this one starts (torchrun ranks) too
 
     from splicer.run import RunLocked
     from splicer.train import NonFiniteLossError, Preempted

@@ -106,8 +106,10 @@ class TrainConfig:
     ``log_every`` count optimiser steps (0 disables periodic checkpoints; one is always written at the end).
     ``amp`` (bf16 autocast) applies on CUDA; ``cpu_amp`` (``false`` | ``true`` | ``auto``) applies it on the CPU:
     ``auto`` only where the CPU has native bf16 instructions (AVX512-BF16 or AMX: 1.4x for a demo MNIST-CIFAR run,
-    README "Time budget"), never on CPUs that would emulate bf16 (slower than fp32). Losses, the probes
-    and the saved weights stay fp32. ``channels_last`` applies everywhere (it also speeds up convolutions on CPU:
+    README "Time budget"), never on CPUs that would emulate bf16 (slower than fp32). Under autocast the
+    convolutions and matrix products run in bf16 (the losses' too, as on CUDA: their inputs are cast to fp32, their
+    matmuls are not); weights, optimiser state, the saved encoder and the probes stay fp32. ``metrics.json`` says
+    which precision a run trained in. ``channels_last`` applies everywhere (it also speeds up convolutions on CPU:
     about 1.3x for the demo ResNet). ``max_steps`` caps the run (and the
     schedule length) below ``epochs * (N // batch_size)``.
 
@@ -567,6 +569,7 @@ def train(
             "images_per_s": steps_run * cfg.batch_size / wall if wall > 0 and steps_run else 0.0,
             "wall_s": wall,
             "device": str(device),
+            "precision": "bf16 autocast" if use_amp else "fp32",  # cpu_amp: auto depends on the machine
             "processes": group.world_size,
             "resumed_from_step": resumed_from,
         }

@@ -13,15 +13,21 @@ bit, as a fresh process.
 
 What a fresh process would see, the worker sees: the client's environment (``OMP_NUM_THREADS`` applied to torch's
 thread pool), working directory, ``sys.argv``, standard streams, default signal handlers, freshly seeded
-``random`` / ``numpy.random`` global state, and ``atexit`` handlers run at the end. Signals reaching the client
+``random`` / ``numpy.random`` global state, and ``atexit`` handlers run at the end. What Python reads only when
+it starts (``PYTHONPATH``, ``PYTHONHASHSEED``, ``PYTHONWARNINGS``) is the server's: Snakemake started it with the
+environment its jobs inherit. A job from another interpreter (another ``sys.prefix`` or version, e.g. a rule in
+its own conda environment), or with other thread-count variables (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
+``OPENBLAS_NUM_THREADS``: the BLAS and OpenMP pools were sized when the server imported them), is refused and
+runs in its own process. Signals reaching the client
 (SIGINT, SIGTERM, SIGUSR1, SIGUSR2, SIGHUP: Ctrl-C, Snakemake stopping a job) are passed to the worker, so the
-trainer still checkpoints and exits 130 / 143. If the client dies, its worker gets SIGTERM. A worker killed by
-signal N makes the client exit 128 + N.
+trainer still checkpoints and exits 130 / 143; signals the job inherited as ignored (``nohup``) stay ignored in
+the worker. If the client dies, its worker gets SIGTERM. A worker killed by signal N makes the client exit
+128 + N (a fresh process would die of the signal itself: the shell reports both as 128 + N).
 
 Falling back is always safe: with no server listening (not started yet, still importing, stopped, or the job
-runs on another machine, as under SLURM) the command runs in its own process as before. The server exits when
-the Snakemake process that started it ends (``onsuccess`` / ``onerror`` stop it; it also notices its parent
-gone within a second), or after ``idle`` seconds without a request.
+runs on another machine, as under SLURM) the command runs in its own process as before; the pipeline never starts
+a server inside a SLURM job or for a cluster executor. The server exits when the Snakemake process that started
+it ends (``onsuccess`` / ``onerror`` stop it; it also notices its parent gone within a second).
 
 One difference shows: a rule's ``benchmark:`` file measures the job's own process tree, so with a warm server its
 wall clock (``s``) is the job's but its ``cpu_time`` and ``max_rss`` are the client's (the worker is the server's
@@ -48,7 +54,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ENV", "PRELOAD", "Server", "forward", "serve", "start", "stop"]
+__all__ = ["ENV", "PRELOAD", "Server", "forward", "serve", "start", "stop", "wanted"]
 
 ENV = "SPLICER_WARM_SOCKET"
 # What every training / evaluation job imports; imported once by the server.
@@ -66,6 +72,7 @@ PRELOAD = (
     "splicer.augment",
 )
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _HEADER = struct.Struct("!Q")
 _POLL_S = 1.0
 
@@ -73,13 +80,20 @@ _POLL_S = 1.0
 # ------------------------------------------------------------------------------------------------- client
 
 
+def _interpreter() -> list[str]:
+    """What a job's interpreter must share with the server's: the executable's environment and version (a rule
+    run in its own conda env under ``--sdm conda`` is refused and runs in its own process)."""
+    return [sys.prefix, sys.version]
+
+
 def _readline(conn: socket.socket, buf: bytearray) -> bytes | None:
-    """One ``\\n``-terminated message from ``conn`` (``None`` at end of stream); a signal may interrupt the wait."""
+    """One ``\\n``-terminated message from ``conn``; ``None`` at end of stream or when the peer reset it (a server
+    that closed with this request still queued)."""
     while b"\n" not in buf:
         try:
             chunk = conn.recv(64)
-        except InterruptedError:
-            continue
+        except OSError:
+            return None
         if not chunk:
             return None
         buf.extend(chunk)
@@ -94,7 +108,10 @@ def forward(path: str, argv: Sequence[str]) -> int | None:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
-        payload = json.dumps({"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+        ignored = [int(sig) for sig in FORWARDED if signal.getsignal(sig) is signal.SIG_IGN]  # e.g. under nohup
+        request = {"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ), "python": _interpreter()}
+        request["ignored"] = ignored
+        payload = json.dumps(request).encode()
         socket.send_fds(conn, [_HEADER.pack(len(payload))], [0, 1, 2])
         conn.sendall(payload)
     except OSError:
@@ -105,12 +122,14 @@ def forward(path: str, argv: Sequence[str]) -> int | None:
         with contextlib.suppress(OSError):
             conn.sendall(f"S{signum}\n".encode())
 
-    previous = {sig: signal.signal(sig, pass_on) for sig in FORWARDED}
+    previous = {sig: signal.signal(sig, pass_on) for sig in FORWARDED if int(sig) not in ignored}
     buf = bytearray()
     started = False
     try:
         while (line := _readline(conn, buf)) is not None:
             kind, value = line[:1], line[1:].decode()
+            if kind == b"R":  # refused (another interpreter or environment): run it here
+                return None
             if kind == b"P":
                 started = True
             elif kind == b"X":
@@ -129,17 +148,25 @@ def forward(path: str, argv: Sequence[str]) -> int | None:
 # ------------------------------------------------------------------------------------------------- worker
 
 
+def _set_dispositions(ignored: Sequence[int]) -> None:
+    """A fresh Python's signal dispositions: defaults, Ctrl-C as KeyboardInterrupt, inherited ignores kept."""
+    for sig in FORWARDED:
+        signal.signal(sig, signal.SIG_IGN if int(sig) in ignored else signal.SIG_DFL)
+    if int(signal.SIGINT) not in ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _become_fresh(request: dict, fds: Sequence[int]) -> None:
     """Turn this forked process into what ``python -m splicer.cli`` started by the client would have been."""
-    for sig in FORWARDED:
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own streams, open until it exits
-    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    unbuffered = bool(request["env"].get("PYTHONUNBUFFERED"))  # as `python -u`: text streams line-buffered
+    sys.stdout = open(1, "w", buffering=1 if unbuffered else -1, closefd=False)  # noqa: SIM115
+    if unbuffered:
+        sys.stdout.reconfigure(write_through=True)
+    sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -163,8 +190,14 @@ def _work(request: dict, fds: Sequence[int]) -> None:
         from splicer.cli import main
 
         code = main(request["argv"], warm=False)
-    except SystemExit as err:
-        code = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
+    except SystemExit as err:  # as the interpreter reports it: sys.exit("message") prints it and exits 1
+        if err.code is None or isinstance(err.code, int):
+            code = err.code or 0
+        else:
+            print(err.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = 128 + signal.SIGINT
     except BaseException:  # reported as a fresh process would report it
         traceback.print_exc()
     finally:
@@ -177,31 +210,42 @@ def _work(request: dict, fds: Sequence[int]) -> None:
 
 
 def _supervise(conn: socket.socket, request: dict, fds: Sequence[int]) -> None:
-    """Fork the worker, pass the client's signals on to it, send back its exit status (never returns)."""
-    status = 1
+    """Fork the worker, pass the client's signals on to it, send back its exit status (never returns).
+
+    The forwarded signals are blocked across the fork: one passed on at once waits for the worker's own
+    dispositions. The supervisor ignores them (it follows its client through the socket, never through signals).
+    Whatever ends the supervision early (the client gone, its socket reset, an error here) stops the worker first.
+    """
+    pid = 0
     try:
+        for sig in FORWARDED:
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
         pid = os.fork()
         if pid == 0:
             conn.close()
+            _set_dispositions(request.get("ignored", []))
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
             _work(request, fds)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         for fd in fds:
             os.close(fd)
         conn.sendall(f"P{pid}\n".encode())
+        poller = select.poll()
+        poller.register(conn, select.POLLIN)
         buf = bytearray()
         while True:
             done, wait = os.waitpid(pid, os.WNOHANG)
             if done:
-                status = os.waitstatus_to_exitcode(wait)
+                pid = 0
+                with contextlib.suppress(OSError):
+                    conn.sendall(f"X{os.waitstatus_to_exitcode(wait)}\n".encode())
                 break
-            ready, _, _ = select.select([conn], [], [], 0.05)
-            if not ready:
+            if not poller.poll(50):
                 continue
             chunk = conn.recv(64)
-            if not chunk:  # the client died: stop the job as Snakemake would have
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-                _, wait = os.waitpid(pid, 0)
-                os._exit(0)
+            if not chunk:
+                break  # the client died: stop the job (below) as Snakemake would have
             buf.extend(chunk)
             while b"\n" in buf:
                 line, _, rest = bytes(buf).partition(b"\n")
@@ -209,9 +253,14 @@ def _supervise(conn: socket.socket, request: dict, fds: Sequence[int]) -> None:
                 if line[:1] == b"S":
                     with contextlib.suppress(ProcessLookupError, ValueError):
                         os.kill(pid, int(line[1:]))
-        with contextlib.suppress(OSError):
-            conn.sendall(f"X{status}\n".encode())
+    except BaseException:  # whatever it was, the worker must not outlive its supervision
+        pass
     finally:
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
         os._exit(0)
 
 
@@ -219,34 +268,70 @@ def _supervise(conn: socket.socket, request: dict, fds: Sequence[int]) -> None:
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    """One request and its three file descriptors; ``ValueError`` (descriptors closed) when it is malformed."""
     head, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
-    if len(head) != _HEADER.size or len(fds) != 3:
+    try:
+        if len(head) != _HEADER.size or len(fds) != 3:
+            raise ValueError("incomplete request")
+        (size,) = _HEADER.unpack(head)
+        payload = bytearray()
+        while len(payload) < size:
+            chunk = conn.recv(min(1 << 16, size - len(payload)))
+            if not chunk:
+                raise ValueError("truncated request")
+            payload.extend(chunk)
+        request = json.loads(payload)
+        if not (
+            isinstance(request, dict)
+            and isinstance(request.get("argv"), list)
+            and all(isinstance(a, str) for a in request["argv"])
+            and isinstance(request.get("cwd"), str)
+            and isinstance(request.get("env"), dict)
+        ):
+            raise ValueError("a request needs argv (strings), cwd and env")
+        return request, list(fds)
+    except BaseException:
         for fd in fds:
             os.close(fd)
-        raise ValueError("incomplete request")
-    (size,) = _HEADER.unpack(head)
-    payload = bytearray()
-    while len(payload) < size:
-        chunk = conn.recv(min(1 << 16, size - len(payload)))
-        if not chunk:
-            for fd in fds:
-                os.close(fd)
-            raise ValueError("truncated request")
-        payload.extend(chunk)
-    return json.loads(payload), list(fds)
+        raise
+
+
+def _refusal(request: dict) -> str | None:
+    """Why the server must not run this job (a fresh process would differ), or ``None``."""
+    if request.get("python") != _interpreter():
+        return f"another interpreter {request.get('python')}"
+    for name in THREAD_VARIABLES:
+        if request["env"].get(name) != os.environ.get(name):
+            return f"{name}={request['env'].get(name)!r} (the server's: {os.environ.get(name)!r})"
+    return None
+
+
+def _native_threads() -> int:
+    """Threads of this process, native ones (OpenMP, BLAS pools) included."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
 
 
 def serve(path: str, parent: int | None = None, idle: float = 3600.0) -> int:
     """Import :data:`PRELOAD`, listen on the UNIX socket ``path`` and fork a worker per request, until ``parent``
-    (a pid) is gone, SIGTERM arrives, ``path`` is removed, or ``idle`` seconds pass without a request."""
+    (a pid) is gone, SIGTERM arrives or ``path`` is removed; without a ``parent``, also after ``idle`` seconds
+    without a request."""
     import importlib
-    import threading
 
     started = time.perf_counter()
     for name in PRELOAD:
         importlib.import_module(name)
-    if threading.active_count() != 1:  # forking a process with threads can deadlock its children
-        print(f"splicer warm: {threading.active_count()} threads after the imports; not serving", file=sys.stderr)
+    if (threads := _native_threads()) != 1:  # forking a process with threads can deadlock its children
+        print(f"splicer warm: {threads} threads after the imports; not serving", file=sys.stderr)
+        return 1
+    import torch
+
+    if torch.cuda.is_initialized():  # a forked child cannot use CUDA initialised in its parent
+        print("splicer warm: CUDA was initialised by the imports; not serving", file=sys.stderr)
         return 1
     stopping = False
 
@@ -278,7 +363,7 @@ def serve(path: str, parent: int | None = None, idle: float = 3600.0) -> int:
                     break
             except FileNotFoundError:
                 break
-            if time.monotonic() - last > idle:
+            if parent is None and time.monotonic() - last > idle:  # with a parent, its end is the server's
                 break
             try:
                 conn, _ = listener.accept()
@@ -291,6 +376,14 @@ def serve(path: str, parent: int | None = None, idle: float = 3600.0) -> int:
                 conn.settimeout(None)
             except (OSError, ValueError) as err:
                 print(f"splicer warm: bad request: {err}", file=sys.stderr, flush=True)
+                conn.close()
+                continue
+            if why := _refusal(request):
+                print(f"splicer warm: refused a job: {why}; it runs in its own process", flush=True)
+                for fd in fds:
+                    os.close(fd)
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"R\n")
                 conn.close()
                 continue
             sys.stdout.flush()
@@ -318,6 +411,12 @@ def serve(path: str, parent: int | None = None, idle: float = 3600.0) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- lifecycle
+
+
+def wanted(enabled: bool, local_exec: bool) -> bool:
+    """Whether a Snakemake run starts a server: ``warm_start`` set, jobs run on this machine, and not inside a SLURM
+    job (where ``scancel`` and ``--signal`` are sent to every process of the step)."""
+    return bool(enabled) and bool(local_exec) and "SLURM_JOB_ID" not in os.environ
 
 
 @dataclass
@@ -381,7 +480,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m splicer.warm", description=__doc__.split("\n\n")[0])
     parser.add_argument("socket", help="UNIX socket path to listen on")
     parser.add_argument("--parent", type=int, help="stop when the process with this pid is no longer the parent")
-    parser.add_argument("--idle", type=float, default=3600.0, help="stop after this many seconds without a job")
+    parser.add_argument(
+        "--idle", type=float, default=3600.0, help="without --parent: stop after this many idle seconds"
+    )
     args = parser.parse_args(argv)
     return serve(args.socket, args.parent, args.idle)
 

@@ -158,6 +158,7 @@ def test_profile_runs_tiny_target_through_sbatch_with_gpu_requests(tiny_run):
             assert info.get("TresPerJob") == "gres:gpu:1", info
             assert "cpu=4" in info["TRES"], info  # cpus_per_task of a GPU job (splicer.cluster)
     assert "localrule tables:" in output  # local rules never reach sbatch
+    assert not (workdir / RES / "logs" / "warm_server.log").exists()  # warm_start (demo config): local runs only
     # the profile's pre-emption warning is part of the pretrain job's resources (appended to its sbatch call)
     pretrain_block = output.split("rule pretrain:")[1].split("Job ")[0]
     assert "slurm_extra=--signal=USR1@300" in pretrain_block, pretrain_block

@@ -196,6 +196,7 @@ def test_checkpoints_metrics_and_encoder_written(tmp_path):
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 15
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     keys = {"steps", "epochs", "final_loss", "images_per_s", "wall_s", "device", "processes", "resumed_from_step"}
+    keys.add("precision")
     assert set(metrics) == keys and metrics["processes"] == 1
     assert metrics == summary
     assert metrics["steps"] == 15 and metrics["epochs"] == 3 and metrics["device"] == "cpu"
@@ -326,6 +327,7 @@ def test_cpu_amp_reaches_the_step(tmp_path, monkeypatch, cpu_amp, native, expect
     model = _AutocastProbe()
     summary = train(model, _images(), _cfg(epochs=1, cpu_amp=cpu_amp), tmp_path)
     assert model.seen == [expected] * 5 and np.isfinite(summary["final_loss"])
+    assert summary["precision"] == ("bf16 autocast" if expected else "fp32")
     encoder = torch.load(tmp_path / "encoder.pt", weights_only=True)["encoder_state"]
     assert all(t.dtype in (torch.float32, torch.int64) for t in encoder.values())  # weights stay fp32
 

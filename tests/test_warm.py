@@ -7,8 +7,10 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -54,7 +56,7 @@ def server(data):
     """A server started as the Snakefile starts it (its parent: this test process)."""
     started = warm.start(data / "warm.log", threads=1)
     deadline = time.monotonic() + 180
-    while not Path(started.path).exists():
+    while "serving on" not in (data / "warm.log").read_text():  # listening (the socket exists before that)
         assert started.process.poll() is None, (data / "warm.log").read_text()
         assert time.monotonic() < deadline, "the warm server did not start listening"
         time.sleep(0.1)
@@ -106,6 +108,7 @@ def test_streams_cwd_environment_and_exit_status_are_the_clients(data, server, t
     cfg.write_text(yaml.safe_dump({**RUN, "train": {**RUN["train"], "epoch": 3}}))
     log = tmp_path / "job.log"
     env = {**ENV, warm.ENV: server.path}
+    before = _served(data)
     with open(log, "w") as fh:  # as a rule's `> {log} 2>&1`
         proc = _splicer(
             ["pretrain", "--config", "bad.yaml", "--data", str(data / "data"), "--out", "run"],
@@ -116,13 +119,14 @@ def test_streams_cwd_environment_and_exit_status_are_the_clients(data, server, t
         )
         assert proc.wait(timeout=120) == EXIT_BAD_INPUT
     assert "epoch" in log.read_text() and not (tmp_path / "run").exists()
-    assert _served(data) >= 1
+    assert _served(data) == before + 1
 
 
 def test_ctrl_c_and_sigterm_reach_the_trainer_through_the_client(data, server, tmp_path):
     cfg = {**RUN, "train": {**RUN["train"], "epochs": 10_000, "checkpoint_every": 0, "log_every": 1}}
     (tmp_path / "long.yaml").write_text(yaml.safe_dump(cfg))
     env = {**ENV, warm.ENV: server.path}
+    before = _served(data)
     for sig, expected in ((signal.SIGINT, EXIT_INTERRUPTED), (signal.SIGTERM, EXIT_PREEMPTED)):
         out = tmp_path / sig.name
         args = ["pretrain", "--config", str(tmp_path / "long.yaml"), "--data", str(data / "data"), "--out", str(out)]
@@ -136,6 +140,7 @@ def test_ctrl_c_and_sigterm_reach_the_trainer_through_the_client(data, server, t
         assert proc.returncode == expected, err
         assert "Traceback" not in err and f"stopped by {sig.name}; checkpoint written at step" in err
         assert (out / "checkpoint.pt").exists()
+    assert _served(data) == before + 2
 
 
 def test_a_killed_client_stops_its_job(data, server, tmp_path):
@@ -207,3 +212,78 @@ def _state(pid: str) -> str:
         return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
     except (FileNotFoundError, IndexError):
         return "zombie"
+
+
+def test_a_job_from_another_interpreter_is_refused_and_runs_here(data, server, monkeypatch):
+    """Under --sdm conda a rule's python is another environment's: the server must not run it in its own."""
+    monkeypatch.setattr(warm, "_interpreter", lambda: ["/opt/conda/envs/other", "3.11.0"])
+    before = (data / "warm.log").read_text().count("refused a job: another interpreter")
+    assert warm.forward(server.path, ["--help"]) is None
+    assert (data / "warm.log").read_text().count("refused a job: another interpreter") == before + 1
+
+
+def _long_job(data, tmp_path, env, **kw):
+    cfg = {**RUN, "train": {**RUN["train"], "epochs": 10_000, "checkpoint_every": 0, "log_every": 1}}
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    args = ["pretrain", "--config", str(tmp_path / "long.yaml"), "--data", str(data / "data"), "--out", str(out)]
+    proc = _splicer(args, env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kw)
+    deadline = time.monotonic() + 120
+    while not ((out / "metrics.csv").exists() and len((out / "metrics.csv").read_text().splitlines()) > 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    return proc, out
+
+
+def test_a_signal_that_kills_the_worker_gives_128_plus_its_number(data, server, tmp_path):
+    proc, _ = _long_job(data, tmp_path, {**ENV, warm.ENV: server.path})
+    proc.send_signal(signal.SIGUSR2)  # not handled by the trainer: it kills the worker, as a fresh process
+    proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGUSR2
+
+
+def test_a_signal_the_job_inherited_as_ignored_stays_ignored(data, server, tmp_path):
+    """`nohup snakemake ...`: a dropped SSH session (SIGHUP) must not stop the jobs."""
+    ignore_hup = lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)  # noqa: E731
+    proc, out = _long_job(data, tmp_path, {**ENV, warm.ENV: server.path}, preexec_fn=ignore_hup)
+    rows = len((out / "metrics.csv").read_text().splitlines())
+    proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 60
+    while len((out / "metrics.csv").read_text().splitlines()) < rows + 3:  # still training
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_PREEMPTED, err
+
+
+def test_jobs_with_other_thread_counts_are_refused_and_run_here(data, server, monkeypatch):
+    """The server's BLAS and OpenMP pools were sized by its own OMP_NUM_THREADS when it imported them."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert warm.forward(server.path, ["--help"]) is None
+    assert "refused a job: OMP_NUM_THREADS='2' (the server's: '1')" in (data / "warm.log").read_text()
+
+
+def test_a_server_that_closes_before_starting_the_job_means_run_here(tmp_path):
+    path = str(tmp_path / "s")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def accept_and_drop():
+        conn, _ = listener.accept()
+        conn.recv(1 << 16)  # the request, then gone without a word
+        conn.close()
+
+    thread = threading.Thread(target=accept_and_drop)
+    thread.start()
+    assert warm.forward(path, ["--help"]) is None
+    thread.join()
+    listener.close()
+
+
+def test_never_inside_a_slurm_job_nor_for_remote_jobs(monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert warm.wanted(True, True) and not warm.wanted(False, True) and not warm.wanted(True, False)
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    assert not warm.wanted(True, True)

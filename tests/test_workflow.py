@@ -77,7 +77,9 @@ def test_tiny_config_runs_end_to_end(tmp_path):
     trained = len(list((res / "runs").glob("*/*/*/*/seed*/metrics.json")))
     assert 0 < len(re.findall(r"^job \d+: splicer pretrain ", served, re.M)) <= trained
     assert re.search(r"^splicer warm: stopped after \d+ job", served, re.M)
-    socket = re.search(r"serving on (\S+) ", served).group(1)
+    serving = re.search(r"serving on (\S+) ", served)
+    assert serving, served
+    socket = serving.group(1)
     assert not Path(socket).exists() and not Path(socket).parent.exists()
     # a second invocation has nothing to do
     again = snakemake("-n", "--cores", "2", "-d", str(tmp_path), *configs("config.yaml", "test.yaml"), cwd=ROOT)

@@ -41,9 +41,9 @@ onstart:
     # Before any job (not in a dry run): the pretrained segmenters of the segment jobs this run will execute must
     # be able to run here (TIAToolbox or weights present, or a fallback set), else stop and say what to do.
     S.check_segment_jobs(config, workflow)
-    # `warm_start`: one process imports torch once and forks each splicer job (local runs only; jobs fall back
-    # to their own process whenever it is not listening).
-    if config.get("warm_start", False) and workflow.local_exec:
+    # `warm_start`: one process imports torch once and forks each splicer job (local runs, never in a SLURM job;
+    # jobs fall back to their own process whenever it is not listening).
+    if W.wanted(config.get("warm_start", False), workflow.local_exec):
         WARM["server"] = W.start(
             f"{RES}/logs/warm_server.log", threads=config["threads"]
         )
