@@ -16,9 +16,9 @@ thread pool), working directory, ``sys.argv``, standard streams, default signal 
 ``random`` / ``numpy.random`` global state, and ``atexit`` handlers run at the end. What Python reads only when
 it starts (``PYTHONPATH``, ``PYTHONHASHSEED``, ``PYTHONWARNINGS``) is the server's: Snakemake started it with the
 environment its jobs inherit. A job from another interpreter (another ``sys.prefix`` or version, e.g. a rule in
-its own conda environment), or with other thread-count variables (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
-``OPENBLAS_NUM_THREADS``: the BLAS and OpenMP pools were sized when the server imported them), is refused and
-runs in its own process. Signals reaching the client
+its own conda environment), or with other thread-count variables than the server's (:data:`THREAD_VARIABLES`,
+which Snakemake sets to a job's ``threads``: the BLAS and OpenMP pools were sized when the server imported them),
+is refused and runs in its own process. Signals reaching the client
 (SIGINT, SIGTERM, SIGUSR1, SIGUSR2, SIGHUP: Ctrl-C, Snakemake stopping a job) are passed to the worker, so the
 trainer still checkpoints and exits 130 / 143; signals the job inherited as ignored (``nohup``) stay ignored in
 the worker. If the client dies, its worker gets SIGTERM. A worker killed by signal N makes the client exit
@@ -72,7 +72,15 @@ PRELOAD = (
     "splicer.augment",
 )
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# What Snakemake sets to a job's `threads` in its shell (snakemake/shell.py); the server is started with the same.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "GOTO_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 _HEADER = struct.Struct("!Q")
 _POLL_S = 1.0
 
@@ -434,8 +442,8 @@ def start(log: str | os.PathLike, parent: int | None = None, threads: int | None
     start before the server has finished importing run in their own processes. ``None`` (with a warning on
     stderr) when it cannot start: every job then runs in its own process."""
     env = dict(os.environ)
-    if threads is not None:
-        env["OMP_NUM_THREADS"] = str(threads)
+    if threads is not None:  # as Snakemake sets them for a job with `threads`: such jobs are served
+        env.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
     parent = os.getpid() if parent is None else parent
     try:
         directory = tempfile.mkdtemp(prefix="splicer-warm-")

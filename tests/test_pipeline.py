@@ -37,8 +37,8 @@ def test_runs_are_the_product_of_runs_losses_and_seeds(demo):
     assert {r.seed for r in runs} == set(demo["seeds"])
     assert {r.loss for r in runs} == set(exp["losses"]) != set(demo["losses"])  # experiment-level losses win
     # an experiment-level seeds list overrides the global one
-    assert {r.seed for r in G.experiment_runs(demo, "orion")} == set(demo["experiments"]["orion"]["seeds"])
-    assert demo["experiments"]["orion"]["seeds"] != demo["seeds"]
+    other = {**demo, "experiments": {**demo["experiments"], "orion": {**demo["experiments"]["orion"], "seeds": [7]}}}
+    assert {r.seed for r in G.experiment_runs(other, "orion")} == {7} != set(demo["seeds"])
 
 
 def test_run_config_merges_defaults_experiment_and_run(demo):
@@ -70,7 +70,7 @@ def test_paths(demo):
     inputs = P.table_inputs(demo, "mnist_cifar")
     assert len(inputs["ssl_ceiling"]) == len(G.experiment_runs(demo, "mnist_cifar_cifar_only"))
     assert inputs["supervised"] == [
-        f"results/demo/supervised/mnist_cifar/cifar_only/seed{s}/result.json" for s in (0, 1, 2)
+        f"results/demo/supervised/mnist_cifar/cifar_only/seed{s}/result.json" for s in demo["seeds"]
     ]
     assert cluster.gpus(demo) == 0 and cluster.gpus({**demo, "device": "auto"}) == 1
 

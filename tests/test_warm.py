@@ -25,7 +25,7 @@ from splicer.data.format import save_dataset
 from splicer.run import RunLocked, run_lock
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), **dict.fromkeys(warm.THREAD_VARIABLES, "1")}  # as Snakemake's jobs
 ENV.pop(warm.ENV, None)
 RUN = {
     "method": {"name": "splicer", "inputs": ["top", "bottom"], "loss": "vicreg", "options": {"include_view": True}},
