@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pandas as pd
 import pytest
+import yaml
 
 from splicer.claims import CLAIMS, VERDICTS
 
@@ -140,6 +142,54 @@ def test_the_rank_research_overlay_plans_only_its_runs(tmp_path):
     assert jobs(run.stdout)["pretrain"] == 2 * 2 * 2 + 1
     assert "splicer/cifar" not in run.stdout and "sigma_je" not in run.stdout
     assert target in (ROOT / "config" / "research" / "rank_wider.yaml").read_text()
+
+
+def header_command(path: Path) -> list[str]:
+    """The ``snakemake ...`` arguments a research config's header gives (``\\`` continuations joined)."""
+    lines = [line.lstrip("#").strip() for line in path.read_text().splitlines() if line.startswith("#")]
+    start = next(i for i, line in enumerate(lines) if line.startswith("snakemake "))
+    command = []
+    for line in lines[start:]:
+        command.append(line.removesuffix("\\"))
+        if not line.endswith("\\"):
+            break
+    return shlex.split(" ".join(command))[1:]
+
+
+def dry_run_header_command(name: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Plan config/research/<name>.yaml's header command in ``tmp_path``, shell commands printed; its config files
+    must be the demo config and the overlay."""
+    args = header_command(ROOT / "config" / "research" / f"{name}.yaml")
+    at = args.index("--configfile")
+    assert args[:2] == ["--cores", "2"] and args[at + 1 :] == ["config/config.yaml", f"config/research/{name}.yaml"]
+    files = [str(ROOT / f) for f in args[at + 1 :]]
+    return snakemake(*args[:at], "-n", "-p", "-d", str(tmp_path), "--configfile", *files, cwd=ROOT)
+
+
+@pytest.mark.parametrize("name", ["width8", "mnist_cifar_b128", "mnist_cifar_b96", "mnist_cifar_b64"])
+def test_the_time_budget_overlays_plan_every_mnist_cifar_arm_a_claim_reads(tmp_path, name):
+    """config/research/{width8,mnist_cifar_b*}.yaml (README, "Time budget"): the header's command plans
+    Baseline, TriDeNT(texture), TriDeNT(digit) and SpliCER x 2 losses x 3 seeds and the texture-only ceiling x 2
+    losses x 3 seeds, with the encoder or budget the overlay pins, and nothing else."""
+    path = ROOT / "config" / "research" / f"{name}.yaml"
+    run = dry_run_header_command(name, tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert jobs(run.stdout)["pretrain"] == 4 * 2 * 3 + 2 * 3
+    assert "sigma_je" not in run.stdout and f"results/{name}/runs/mnist_cifar/splicer/cifar/simclr/seed2" in run.stdout
+    for experiment in ("mnist_cifar", "mnist_cifar_cifar_only"):  # the budget is pinned in the overlay itself
+        override = yaml.safe_load(path.read_text())["experiments"][experiment]["run_overrides"]
+        for key, value in {**override.get("model", {}), **override["train"]}.items():
+            assert f'"{key}": {json.dumps(value)}' in run.stdout, (experiment, key)
+
+
+def test_the_rgb_view_overlay_plans_its_three_arms(tmp_path):
+    """config/research/rgb_view.yaml (README, hyperspectral): the header's command plans Baseline, SpliCER (bands)
+    and SpliCER (bands + view chunk) on the RGB-only data, VICReg, 5 seeds, and nothing else."""
+    run = dry_run_header_command("rgb_view", tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert jobs(run.stdout)["pretrain"] == 3 * 5
+    assert "results/rgb_view/runs/eurosat_rgb/splicer/bands+view/vicreg/seed4" in run.stdout
+    assert "mnist_cifar" not in run.stdout
 
 
 def test_lint_is_clean():
