@@ -14,22 +14,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakemake.utils import update_config, validate
+from configs import load
 
 from splicer import cluster as C
 from splicer.registry import KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ("pretrain", "supervised", "evaluate")
-
-
-def load(*names: str) -> dict:
-    """A pipeline config as the Snakefile sees it: files layered, validated with defaults filled in."""
-    cfg: dict = {}
-    for name in names:
-        update_config(cfg, yaml.safe_load((ROOT / "config" / name).read_text()))
-    validate(cfg, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
-    return cfg
 
 
 @pytest.fixture(scope="module")
