@@ -66,6 +66,11 @@ def test_five_seeds_overlay_only_adds_runs(demo):
         assert G.run_config(five, big[0]) == G.run_config(demo, small[0]), name  # the supervised ceiling's
     added = {(r.method, r.pairing) for r in set(G.experiment_runs(five, "mnist_cifar"))}
     assert added - {(r.method, r.pairing) for r in G.experiment_runs(demo, "mnist_cifar")} == {("sigma_je", "cifar")}
+    # and nothing else differs: no other setting (probe, evaluations, data) can make the demo's jobs rerun
+    strip = copy.deepcopy(five)
+    strip["seeds"] = demo["seeds"]
+    strip["experiments"]["mnist_cifar"]["runs"] = demo["experiments"]["mnist_cifar"]["runs"]
+    assert strip == demo
 
 
 def test_run_config_merges_defaults_experiment_and_run(demo):

@@ -166,20 +166,37 @@ def dry_run_header_command(name: str, tmp_path: Path) -> subprocess.CompletedPro
     return snakemake(*args[:at], "-n", "-p", "-d", str(tmp_path), "--configfile", *files, cwd=ROOT)
 
 
+def planned_run_configs(dry_run_output: str) -> dict[str, list[dict]]:
+    """Experiment -> the run configs (``--config-json``) of its planned pretrain and supervised jobs (``-p``)."""
+    out: dict[str, list[dict]] = {}
+    for cfg, path in re.findall(r"--config-json '(\{.*?\})' --data \S+ --out (\S+)", dry_run_output):
+        experiment = path.split("/")[3]  # results/<name>/runs|supervised/<experiment>/...
+        out.setdefault(experiment, []).append(json.loads(cfg))
+    return out
+
+
 @pytest.mark.parametrize("name", ["width8", "mnist_cifar_b128", "mnist_cifar_b96", "mnist_cifar_b64"])
 def test_the_time_budget_overlays_plan_every_mnist_cifar_arm_a_claim_reads(tmp_path, name):
     """config/research/{width8,mnist_cifar_b*}.yaml (README, "Time budget"): the header's command plans
-    Baseline, TriDeNT(texture), TriDeNT(digit) and SpliCER x 2 losses x 3 seeds and the texture-only ceiling x 2
-    losses x 3 seeds, with the encoder or budget the overlay pins, and nothing else."""
-    path = ROOT / "config" / "research" / f"{name}.yaml"
+    Baseline, TriDeNT(texture), TriDeNT(digit) and SpliCER x 2 losses x 3 seeds, the texture-only SSL ceiling x 2
+    losses x 3 seeds and the supervised ceiling x 3 seeds, and nothing else; every one of them (the ceilings too)
+    trains with the encoder and budget the overlay pins."""
+    overlay = yaml.safe_load((ROOT / "config" / "research" / f"{name}.yaml").read_text())["experiments"]
     run = dry_run_header_command(name, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert jobs(run.stdout)["pretrain"] == 4 * 2 * 3 + 2 * 3
+    counts = jobs(run.stdout)
+    assert counts["pretrain"] == 4 * 2 * 3 + 2 * 3 and counts["supervised"] == 3
+    assert set(counts) == {"build_data", "pretrain", "supervised", "tables"}
     assert "sigma_je" not in run.stdout and f"results/{name}/runs/mnist_cifar/splicer/cifar/simclr/seed2" in run.stdout
-    for experiment in ("mnist_cifar", "mnist_cifar_cifar_only"):  # the budget is pinned in the overlay itself
-        override = yaml.safe_load(path.read_text())["experiments"][experiment]["run_overrides"]
-        for key, value in {**override.get("model", {}), **override["train"]}.items():
-            assert f'"{key}": {json.dumps(value)}' in run.stdout, (experiment, key)
+    planned = planned_run_configs(run.stdout)
+    assert sorted(planned) == ["mnist_cifar", "mnist_cifar_cifar_only"]
+    assert len(planned["mnist_cifar"]) == 4 * 2 * 3 + 3 and len(planned["mnist_cifar_cifar_only"]) == 2 * 3
+    for experiment, configs in planned.items():
+        pins = overlay[experiment]["run_overrides"]
+        for cfg in configs:
+            assert {k: cfg["train"][k] for k in pins["train"]} == pins["train"], experiment
+            if "model" in pins:
+                assert cfg["model"]["encoder"] == pins["model"]["encoder"], experiment
 
 
 def test_the_rgb_view_overlay_plans_its_three_arms(tmp_path):
