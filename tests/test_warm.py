@@ -76,6 +76,47 @@ def _served(data) -> int:
     return len(re.findall(r"^job ", (data / "warm.log").read_text(), flags=re.M))
 
 
+def _signal_state(pid: int) -> str:
+    """A process's name, state and signal masks from /proc (what a lost signal would show)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return f"{pid}: gone"
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    keys = ("Name", "State", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")
+    return f"{pid}: " + " ".join(f"{k}={fields.get(k, '').strip()}" for k in keys)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _finish(proc: subprocess.Popen, data: Path, timeout: float = 120) -> str:
+    """The client's stderr once it exits; if it does not within ``timeout``, fail with the signal state of the
+    client, the job's supervisor and its worker and the server log's tail (then kill the client, which stops
+    them), so that a hang says where the signal stopped."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        log = (data / "warm.log").read_text()
+        report = [f"client {_signal_state(proc.pid)}"]
+        if found := re.findall(r"\(supervisor (\d+)\)", log):
+            supervisor = int(found[-1])
+            report.append(f"supervisor {_signal_state(supervisor)}")
+            report += [f"worker {_signal_state(child)}" for child in _children(supervisor)]
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail("the client did not exit:\n" + "\n".join(report) + f"\nstderr: {err}\nlog tail: {log[-1500:]}")
+
+
 def test_a_job_through_the_server_equals_a_fresh_process_bit_for_bit(data, server, tmp_path):
     warm_env = {**ENV, warm.ENV: server.path}
     before = _served(data)
@@ -136,7 +177,7 @@ def test_ctrl_c_and_sigterm_reach_the_trainer_through_the_client(data, server, t
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.1)
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=120)
+        err = _finish(proc, data)
         assert proc.returncode == expected, err
         assert "Traceback" not in err and f"stopped by {sig.name}; checkpoint written at step" in err
         assert (out / "checkpoint.pt").exists()
