@@ -20,9 +20,11 @@ its own conda environment), or with other thread-count variables than the server
 which Snakemake sets to a job's ``threads``: the BLAS and OpenMP pools were sized when the server imported them),
 is refused and runs in its own process. Signals reaching the client
 (SIGINT, SIGTERM, SIGUSR1, SIGUSR2, SIGHUP: Ctrl-C, Snakemake stopping a job) are passed to the worker, so the
-trainer still checkpoints and exits 130 / 143; signals the job inherited as ignored (``nohup``) stay ignored in
-the worker. If the client dies, its worker gets SIGTERM. A worker killed by signal N makes the client exit
-128 + N (a fresh process would die of the signal itself: the shell reports both as 128 + N).
+trainer still checkpoints and exits 130 / 143; signals the job inherited as ignored (``nohup``, a background job
+of a script) are ignored in the worker too, until its code installs a handler, as in a fresh process (the
+trainer's for SIGINT, SIGTERM and SIGUSR1). If the client dies, its worker gets SIGTERM. A worker killed by
+signal N makes the client exit 128 + N (a fresh process would die of the signal itself: the shell reports both as
+128 + N).
 
 Falling back is always safe: with no server listening (not started yet, still importing, stopped, or the job
 runs on another machine, as under SLURM) the command runs in its own process as before; the pipeline never starts
@@ -130,7 +132,9 @@ def forward(path: str, argv: Sequence[str]) -> int | None:
         with contextlib.suppress(OSError):
             conn.sendall(f"S{signum}\n".encode())
 
-    previous = {sig: signal.signal(sig, pass_on) for sig in FORWARDED if int(sig) not in ignored}
+    # every one, inherited-ignored too: the worker's dispositions decide, as a fresh process's would (it ignores
+    # them unless its code installs a handler: the trainer catches SIGINT even when started with it ignored)
+    previous = {sig: signal.signal(sig, pass_on) for sig in FORWARDED}
     buf = bytearray()
     started = False
     try:

@@ -163,7 +163,18 @@ def test_streams_cwd_environment_and_exit_status_are_the_clients(data, server, t
     assert _served(data) == before + 1
 
 
-def test_ctrl_c_and_sigterm_reach_the_trainer_through_the_client(data, server, tmp_path):
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_and_sigterm_reach_the_trainer_through_the_client(data, server, tmp_path, inherited):
+    """Also when the client starts with SIGINT and SIGQUIT ignored, as a background job of a script (``cmd &``
+    without job control) does: a fresh process's trainer installs its own SIGINT handler, so the job still stops
+    with a checkpoint and 130 (found in a CI rehearsal run as ``(bash .ci/run &)``)."""
+    ignore = None
+    if inherited == "ignored":
+
+        def ignore():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+
     cfg = {**RUN, "train": {**RUN["train"], "epochs": 10_000, "checkpoint_every": 0, "log_every": 1}}
     (tmp_path / "long.yaml").write_text(yaml.safe_dump(cfg))
     env = {**ENV, warm.ENV: server.path}
@@ -171,7 +182,7 @@ def test_ctrl_c_and_sigterm_reach_the_trainer_through_the_client(data, server, t
     for sig, expected in ((signal.SIGINT, EXIT_INTERRUPTED), (signal.SIGTERM, EXIT_PREEMPTED)):
         out = tmp_path / sig.name
         args = ["pretrain", "--config", str(tmp_path / "long.yaml"), "--data", str(data / "data"), "--out", str(out)]
-        proc = _splicer(args, env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = _splicer(args, env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=ignore)
         deadline = time.monotonic() + 120
         while not ((out / "metrics.csv").exists() and len((out / "metrics.csv").read_text().splitlines()) > 3):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
