@@ -49,14 +49,17 @@ onstart:
         )
 
 
-onsuccess:
+def stop_warm_server():
     if WARM.get("server"):
         W.stop(WARM.pop("server"))
+
+
+onsuccess:
+    stop_warm_server()
 
 
 onerror:
-    if WARM.get("server"):
-        W.stop(WARM.pop("server"))
+    stop_warm_server()
 
 
 wildcard_constraints:
